@@ -1,0 +1,73 @@
+"""Command line: maps each verb to a stage's ``run`` function; no logic beyond parsing and printing.
+
+    stepdistill --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# verb -> (module under stepdistill.commands, one-line help). Each module has
+# ``add_arguments(parser)`` and ``main(args) -> int``; heavy imports live inside ``main``.
+VERBS: dict[str, tuple[str, str]] = {
+    "tasks": ("tasks", "list built-in tasks (and a custom task spec) with their data splits"),
+    "students": ("students", "list student families and model aliases"),
+    "train": ("train", "train a student from a config"),
+    "evaluate": ("evaluate", "predict labels on a split of a trained run and score them"),
+    "run": ("run", "train, then evaluate on the test split"),
+    "teachers": ("teachers", "list teacher backends"),
+    "extract": ("extract", "ask a teacher LLM for rationales and labels (resumable)"),
+    "quickstart": ("quickstart", "offline demo: teacher -> students -> comparison table"),
+    "predict": ("predict", "predict labels (and rationales) for JSONL inputs"),
+    "serve": ("serve", "serve a trained student over HTTP"),
+    "export": ("export", "export a trained student as a standalone HF directory"),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    from stepdistill import __version__
+
+    parser = argparse.ArgumentParser(prog="stepdistill", description="Distilling step-by-step: teacher "
+                                     "rationales -> small task-specific student.")
+    parser.add_argument("--version", action="version", version=f"stepdistill {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    modules = {}
+    for verb, (module_name, help_text) in VERBS.items():
+        try:
+            module = importlib.import_module(f"stepdistill.commands.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"stepdistill.commands.{module_name}":
+                continue  # verb not built yet
+            raise
+        p = sub.add_parser(verb, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(p)
+        modules[verb] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stepdistill.errors import StepdistillError
+
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verb:
+        parser.print_help()
+        return 2
+    try:
+        return int(modules[args.verb].main(args) or 0)
+    except StepdistillError as exc:
+        if args.debug or os.environ.get("STEPDISTILL_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

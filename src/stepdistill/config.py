@@ -1,0 +1,304 @@
+"""Run configuration: frozen, typed dataclasses loaded from YAML, overridable with ``--set a.b=value``.
+
+Every problem is gathered and raised once as :class:`ConfigError`, naming the setting.
+
+    stepdistill train configs/svamp-smollm2.yaml --set train.lr=1e-4 --set data.train_size=200
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stepdistill.errors import ConfigError
+
+TEACHER_FAILURE_POLICIES = ("drop_rationale", "drop_row", "error")
+METHODS = ("dsbs", "standard", "single_task")
+LABEL_SOURCES = ("gold", "teacher")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    task: str = "svamp"
+    """Built-in task name (see ``stepdistill tasks``) or the path of a custom task YAML."""
+    data_dir: str | None = None
+    """Folder of the benchmark bundle; else ``$STEPDISTILL_DATA``. Unused by custom tasks."""
+    train_size: int | float | None = None
+    """Subsample the training part of the pool: a count (int) or a fraction (float <= 1); None = all."""
+    valid_size: int | None = None
+    """Cap the validation split (fixed seed) to keep evaluation cheap; None = all."""
+    test_size: int | None = None
+    """Cap the test split (fixed seed 0, the same rows for every run); None = the full test split."""
+    valid_fraction: float = 0.1
+    """Share of the pool held out for validation (seed 0, as the paper) when the task has no valid file."""
+    rationales: str | None = None
+    """JSONL from ``stepdistill extract --export`` (id, rationale, label, status) replacing the bundled
+    teacher outputs; rows are joined by id."""
+    teacher_failures: str = "drop_rationale"
+    """Rows whose teacher output failed to parse: drop_rationale (keep the label task), drop_row, error."""
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    family: str = "causal"
+    """Student family: causal (any AutoModelForCausalLM) or seq2seq (any AutoModelForSeq2SeqLM, e.g. T5)."""
+    name: str = "smollm2-135m"
+    """An alias (see ``stepdistill students``), a hub name, a local HF directory or a .gguf file."""
+    max_input_tokens: int = 256
+    """Inputs are truncated to this many tokens."""
+    max_label_tokens: int = 32
+    """Label targets are truncated to this many tokens."""
+    max_rationale_tokens: int = 128
+    """Rationale targets (and single-task rationale+label targets) are truncated to this many tokens."""
+    dtype: str = "float32"
+    """Training dtype: float32 or bfloat16."""
+    lora_r: int = 0
+    """LoRA rank; 0 trains every weight."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    freeze_embeddings: bool = False
+    """Keep the input embeddings fixed (faster, fewer optimiser states)."""
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = "dsbs"
+    """dsbs (label + rationale multi-task), standard (label only), single_task (rationale then label)."""
+    labels: str = "gold"
+    """Label targets: gold (fine-tuning) or teacher (distillation)."""
+    alpha: float = 0.5
+    """dsbs: loss = alpha * label_loss + (1 - alpha) * rationale_loss."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 3
+    """Passes over the training data (fractions allowed)."""
+    max_steps: int | None = None
+    """Stop after this many optimiser steps (overrides epochs when smaller)."""
+    batch_size: int = 8
+    """Examples per optimiser step per process (each dsbs example contributes both views)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimiser step; the micro-batch is batch_size / grad_accum."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.0
+    """Share of steps spent in linear warm-up."""
+    scheduler: str = "linear"
+    """linear (decay to 0) or constant."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables."""
+    eval_every: int | None = None
+    """Validate every N optimiser steps; None = at the end of each epoch."""
+    patience: int | None = None
+    """Stop after this many validations without improvement; None = never stop early."""
+    select_by: str = "accuracy"
+    """Checkpoint selection on the validation split: accuracy (generation) or loss."""
+    checkpoint_every: int | None = None
+    """Save a resumable checkpoint every N steps (besides each validation); None = only at validations."""
+    seed: int = 42
+    """Seed for data order, subsampling, initialisation of new weights and dropout."""
+    num_threads: int | None = None
+    """torch intra-op threads; None = torch's default."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding)."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 32
+    """Prediction batch size."""
+    max_new_tokens: int | None = None
+    """Generation budget for a label; None = the task's default (short)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    output_dir: str = "runs/{task}-{method}-{labels}-s{seed}"
+    """Run directory; {task}, {method}, {labels}, {seed}, {student} are filled in."""
+    data: DataConfig = field(default_factory=DataConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def run_dir(self) -> Path:
+        task = Path(self.data.task).stem if self.data.task.endswith((".yaml", ".yml")) else self.data.task
+        student = Path(self.student.name).name.replace(".gguf", "")
+        return Path(self.output_dir.format(task=task, method=self.method.name, labels=self.method.labels,
+                                           seed=self.train.seed, student=student))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_overrides(self, overrides: list[str]) -> "RunConfig":
+        return from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+SECTIONS = {f.name: f.type for f in fields(RunConfig)}
+
+
+def _hint(cls, name):
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
+    """Check ``value`` against a simple type hint (int, float, str, bool, Optional/Union of those)."""
+    origin = typing.get_origin(hint)
+    options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        problems.append(f"{where}: must not be empty")
+        return value
+    for opt in options:
+        if opt is bool and isinstance(value, bool):
+            return value
+        if opt is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if opt is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value) if int not in options or isinstance(value, float) else value
+        if opt is str and isinstance(value, str):
+            return value
+    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+    problems.append(f"{where}: expected {names}, got {value!r}")
+    return value
+
+
+def from_dict(raw: dict | None) -> RunConfig:
+    """Build and validate a :class:`RunConfig`; raises one :class:`ConfigError` listing every problem."""
+    raw = dict(raw or {})
+    problems: list[str] = []
+    kwargs: dict[str, Any] = {}
+    known_top = {f.name for f in fields(RunConfig)}
+    for key in sorted(set(raw) - known_top):
+        problems.append(f"unknown setting '{key}' (known: {', '.join(sorted(known_top))})")
+    if "output_dir" in raw:
+        kwargs["output_dir"] = _coerce(raw["output_dir"], str, "output_dir", problems)
+    for section, cls in ((f.name, f.type) for f in fields(RunConfig) if f.name != "output_dir"):
+        cls = typing.get_type_hints(RunConfig)[section]
+        values = raw.get(section) or {}
+        if not isinstance(values, dict):
+            problems.append(f"{section}: must be a mapping of settings")
+            continue
+        known = {f.name for f in fields(cls)}
+        for key in sorted(set(values) - known):
+            problems.append(f"unknown setting '{section}.{key}' (known: {', '.join(sorted(known))})")
+        sub = {k: _coerce(v, _hint(cls, k), f"{section}.{k}", problems) for k, v in values.items() if k in known}
+        kwargs[section] = cls(**sub)
+    if problems:
+        raise ConfigError(problems)
+    cfg = RunConfig(**kwargs)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    problems = []
+    d, s, m, t, e = cfg.data, cfg.student, cfg.method, cfg.train, cfg.eval
+
+    def check(ok: bool, msg: str):
+        if not ok:
+            problems.append(msg)
+
+    check(m.name in METHODS, f"method.name: unknown method '{m.name}'; known: {', '.join(METHODS)}")
+    check(m.labels in LABEL_SOURCES, f"method.labels: must be one of {', '.join(LABEL_SOURCES)}, got '{m.labels}'")
+    check(0.0 <= m.alpha <= 1.0, f"method.alpha: must be within [0, 1], got {m.alpha}")
+    check(s.family in ("causal", "seq2seq"), f"student.family: unknown family '{s.family}'; known: causal, seq2seq")
+    check(s.dtype in ("float32", "bfloat16"), f"student.dtype: float32 or bfloat16, got '{s.dtype}'")
+    for name in ("max_input_tokens", "max_label_tokens", "max_rationale_tokens"):
+        check(getattr(s, name) > 0, f"student.{name}: must be positive")
+    check(s.lora_r >= 0, "student.lora_r: must be >= 0")
+    check(d.teacher_failures in TEACHER_FAILURE_POLICIES,
+          f"data.teacher_failures: one of {', '.join(TEACHER_FAILURE_POLICIES)}, got '{d.teacher_failures}'")
+    check(d.train_size is None or d.train_size > 0, "data.train_size: must be positive (a count or a fraction)")
+    check(d.valid_size is None or d.valid_size > 0, "data.valid_size: must be positive")
+    check(d.test_size is None or d.test_size > 0, "data.test_size: must be positive")
+    check(0.0 < d.valid_fraction < 1.0, "data.valid_fraction: must be within (0, 1)")
+    check(t.epochs > 0, "train.epochs: must be positive")
+    check(t.max_steps is None or t.max_steps > 0, "train.max_steps: must be positive")
+    check(t.batch_size > 0, "train.batch_size: must be positive")
+    check(t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
+          "train.grad_accum: must be positive and divide train.batch_size")
+    check(t.lr > 0, "train.lr: must be positive")
+    check(0.0 <= t.warmup_ratio < 1.0, "train.warmup_ratio: must be within [0, 1)")
+    check(t.scheduler in ("linear", "constant"), f"train.scheduler: linear or constant, got '{t.scheduler}'")
+    check(t.select_by in ("accuracy", "loss"), f"train.select_by: accuracy or loss, got '{t.select_by}'")
+    check(t.eval_every is None or t.eval_every > 0, "train.eval_every: must be positive")
+    check(t.patience is None or t.patience > 0, "train.patience: must be positive")
+    check(t.checkpoint_every is None or t.checkpoint_every > 0, "train.checkpoint_every: must be positive")
+    check(e.batch_size > 0, "eval.batch_size: must be positive")
+    check(e.max_new_tokens is None or e.max_new_tokens > 0, "eval.max_new_tokens: must be positive")
+    try:
+        cfg.run_dir()
+    except (KeyError, IndexError, ValueError) as exc:
+        problems.append(f"output_dir: bad placeholder {exc}; known: task, method, labels, seed, student")
+    if problems:
+        raise ConfigError(problems)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML: 3e-4, null, true, [1, 2])."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    problems = []
+    for item in overrides or []:
+        if "=" not in item:
+            problems.append(f"--set {item!r}: expected key=value, e.g. train.lr=1e-4")
+            continue
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        # YAML reads 1e-4 as a string; accept plain floats
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value.lower() for c in ".e") else value
+            except ValueError:
+                pass
+        parts = key.strip().split(".")
+        if len(parts) == 1:
+            raw[parts[0]] = value
+        elif len(parts) == 2:
+            section = raw.setdefault(parts[0], {})
+            if not isinstance(section, dict):
+                problems.append(f"--set {key}: '{parts[0]}' is not a section")
+                continue
+            section[parts[1]] = value
+        else:
+            problems.append(f"--set {key}: settings are at most two levels deep (section.key)")
+    if problems:
+        raise ConfigError(problems)
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply ``--set`` overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections")
+    return from_dict(apply_overrides(raw, overrides or []))
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+__all__ = ["RunConfig", "DataConfig", "StudentConfig", "MethodConfig", "TrainConfig", "EvalConfig",
+           "load_config", "from_dict", "save_config", "apply_overrides", "replace", "dataclasses"]

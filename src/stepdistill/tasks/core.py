@@ -1,0 +1,264 @@
+"""Tasks: what the student reads (a formatted input), what it answers, and where the rows live.
+
+Built-in tasks and user tasks from a YAML spec are the same :class:`Task` object; see
+``stepdistill tasks`` for the list and ``docs``/README for the YAML format.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from stepdistill.errors import DataError, StepdistillError
+from stepdistill.tasks.answers import LETTERS, AnswerType
+
+DATA_ENV = "STEPDISTILL_DATA"
+DATA_HELP = (
+    "pass --data-dir DIR (or set data.data_dir in the config, or the env var STEPDISTILL_DATA) pointing at "
+    "the benchmark bundle with the released PaLM rationales: a folder holding esnli/, anli1/, cqa/, svamp/ "
+    "with *.jsonl files (in this project's CI it is ../shared/data beside the clone)"
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One row, ready for the student."""
+
+    id: str
+    input: str  # the formatted input text
+    label: str  # the canonical gold label
+    teacher_label: str | None = None  # canonical teacher label; None when absent or unparsable
+    teacher_rationale: str | None = None  # None when absent or empty
+    row: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task definition. ``files`` maps split names to file names relative to ``root`` (built-ins:
+    the data directory's ``<name>/`` folder); ``pool`` is the training pool, from which a seeded
+    ``valid_fraction`` is carved as validation unless a ``valid`` file is given."""
+
+    name: str
+    description: str
+    answer: AnswerType
+    template: str
+    files: Mapping[str, str]
+    id_field: str = "id"
+    label_field: str = "label"
+    rationale_field: str = "teacher_rationale"
+    teacher_label_field: str = "teacher_label"
+    teacher_ok_field: str = "teacher_parse_ok"
+    required_fields: tuple[str, ...] = ()
+    notes: str = ""
+    root: str | None = None  # custom tasks: the folder of their YAML file
+    exemplars: str | None = None  # teacher few-shot exemplars file (teacher stage)
+    license: str = ""
+
+    # ---- formatting -------------------------------------------------------------------------
+    def format_input(self, row: Mapping[str, Any]) -> str:
+        """Fill ``template``: ``{field}`` takes a row field, ``{choices}`` renders lettered choices."""
+        return render_template(self.template, row, self)
+
+    def max_new_tokens(self) -> int:
+        return self.answer.default_max_new_tokens
+
+    # ---- files ------------------------------------------------------------------------------
+    def folder(self, data_dir: str | os.PathLike | None) -> Path:
+        if self.root is not None:
+            return Path(self.root)
+        return resolve_data_dir(data_dir) / self.name
+
+    def path(self, split: str, data_dir: str | os.PathLike | None) -> Path:
+        if split not in self.files:
+            raise StepdistillError(f"task '{self.name}' has no '{split}' file; it has: {', '.join(self.files)}")
+        return self.folder(data_dir) / self.files[split]
+
+    def read(self, split: str, data_dir: str | os.PathLike | None = None) -> list[Example]:
+        """All rows of one file (``pool``, ``valid`` or ``test``) as :class:`Example`."""
+        path = self.path(split, data_dir)
+        return [self.to_example(row, path, lineno) for lineno, row in read_jsonl(path)]
+
+    def to_example(self, row: Mapping[str, Any], path: Path | str = "<row>", lineno: int = 0) -> Example:
+        where = f"{path}:{lineno}"
+        missing = [f for f in (self.id_field, self.label_field, *self.required_fields) if f not in row]
+        if missing:
+            raise DataError(f"{where}: missing field(s) {', '.join(repr(m) for m in missing)} for task '{self.name}'")
+        gold = self.answer.normalize(str(row[self.label_field]), row)
+        if gold is None:
+            raise DataError(f"{where}: gold label {row[self.label_field]!r} is not a valid answer for task '{self.name}'")
+        try:
+            text = self.format_input(row)
+        except KeyError as exc:
+            raise DataError(f"{where}: input template needs field {exc.args[0]!r}, absent from the row") from None
+        teacher_label = None
+        ok = row.get(self.teacher_ok_field, True)
+        raw_teacher = row.get(self.teacher_label_field)
+        if ok and isinstance(raw_teacher, str) and raw_teacher.strip():
+            teacher_label = self.answer.normalize(raw_teacher, row)
+        rationale = row.get(self.rationale_field)
+        rationale = rationale.strip() if isinstance(rationale, str) and rationale.strip() else None
+        return Example(
+            id=str(row[self.id_field]),
+            input=text,
+            label=gold,
+            teacher_label=teacher_label,
+            teacher_rationale=rationale,
+            row=dict(row),
+        )
+
+    def is_correct(self, prediction: str | None, example: Example) -> bool:
+        return self.answer.correct(prediction, example.label, example.row)
+
+    def parse(self, text: str, example: Example) -> str | None:
+        return self.answer.normalize(text, example.row)
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def lettered_choices(choices: list[str]) -> str:
+    return "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices))
+
+
+def render_template(template: str, row: Mapping[str, Any], task: Task | None = None) -> str:
+    """Substitute ``{name}`` placeholders with row fields (no attribute access, no format spec).
+
+    ``{choices}`` (multiple-choice tasks) renders the choice list as ``(a) ...`` lines."""
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1)
+        if name == "choices" and task is not None and getattr(task.answer, "kind", "") == "multiple_choice":
+            return lettered_choices(task.answer.choices(row))
+        if name not in row:
+            raise KeyError(name)
+        value = row[name]
+        if isinstance(value, list):
+            return lettered_choices([str(v) for v in value])
+        return str(value).strip()
+
+    return _PLACEHOLDER.sub(sub, template).strip()
+
+
+# ---- JSONL ---------------------------------------------------------------------------------------
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, object)``; malformed lines raise :class:`DataError` naming ``file:line``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def write_jsonl(path: str | os.PathLike, rows) -> None:
+    """Write rows atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """``data_dir`` if given, else ``$STEPDISTILL_DATA``; a clear error otherwise."""
+    chosen = data_dir or os.environ.get(DATA_ENV)
+    if not chosen:
+        raise DataError(f"no data directory given: {DATA_HELP}")
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data directory {path} does not exist: {DATA_HELP}")
+    return path
+
+
+# ---- splits --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Splits:
+    train: list[Example]
+    valid: list[Example]
+    test: list[Example] | None
+    info: dict
+
+
+def subsample(rows: list, size: int | float | None, seed: int, what: str) -> list:
+    """``size`` rows (an int) or a fraction of them (a float in (0, 1]), drawn with ``seed``; order kept."""
+    if size is None:
+        return list(rows)
+    if isinstance(size, bool) or size <= 0:
+        raise StepdistillError(f"{what} size must be positive, got {size}")
+    n = round(len(rows) * size) if isinstance(size, float) and size <= 1.0 else int(size)
+    n = max(1, n)
+    if n >= len(rows):
+        return list(rows)
+    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
+
+
+def load_splits(
+    task: Task,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    train_size: int | float | None = None,
+    valid_size: int | None = None,
+    test_size: int | None = None,
+    seed: int = 0,
+    split_seed: int = 0,
+    valid_fraction: float = 0.1,
+    with_test: bool = True,
+) -> Splits:
+    """Training pool -> (train, valid) with a fixed ``split_seed`` (as the paper: 10% of the pool,
+    seed 0), then ``train_size`` subsampled with ``seed``. ``valid_size``/``test_size`` cap those splits
+    with fixed seeds so that every run of a comparison sees the same rows."""
+    pool = task.read("pool", data_dir)
+    if "valid" in task.files:
+        train_rows, valid_rows = pool, task.read("valid", data_dir)
+    else:
+        order = list(range(len(pool)))
+        random.Random(split_seed).shuffle(order)
+        n_valid = max(1, round(len(pool) * valid_fraction))
+        valid_idx = set(order[:n_valid])
+        train_rows = [r for i, r in enumerate(pool) if i not in valid_idx]
+        valid_rows = [r for i, r in enumerate(pool) if i in valid_idx]
+    train = subsample(train_rows, train_size, seed, "train")
+    valid = subsample(valid_rows, valid_size, split_seed, "valid")
+    test = None
+    if with_test and "test" in task.files:
+        test = subsample(task.read("test", data_dir), test_size, split_seed, "test")
+    info = {
+        "pool_file": task.files["pool"],
+        "pool_rows": len(pool),
+        "train_rows_available": len(train_rows),
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "n_test": None if test is None else len(test),
+        "notes": task.notes,
+    }
+    return Splits(train=train, valid=valid, test=test, info=info)
+
+
+def load_split(task: Task, split: str, data_dir=None, **kwargs) -> list[Example]:
+    """One of ``train``, ``valid``, ``test`` as produced by :func:`load_splits`."""
+    splits = load_splits(task, data_dir, with_test=(split == "test"), **kwargs)
+    if split not in ("train", "valid", "test"):
+        raise StepdistillError(f"unknown split '{split}'; known: train, valid, test")
+    rows = getattr(splits, split)
+    if rows is None:
+        raise StepdistillError(f"task '{task.name}' has no test file")
+    return rows
