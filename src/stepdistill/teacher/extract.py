@@ -1,0 +1,331 @@
+"""The teacher stage: ask a teacher for a rationale and a label per input, store, report, export.
+
+    stepdistill extract --task svamp --teacher openai --base-url http://127.0.0.1:8080/v1 --model m --limit 10
+
+Outputs go to ``--out`` (default ``runs/teacher/<task>``): ``rationales.sqlite`` (the store; rerunning
+resumes and never asks twice for a stored answer), ``rationales.jsonl`` (one row per example for the
+student stage: ``id``, ``teacher_rationale``, ``teacher_label``, ``teacher_parse_ok`` and more),
+``report.json`` and ``prompt.txt``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from stepdistill.errors import ConfigError, StepdistillError
+from stepdistill.tasks import Example, Task, get_task, load_splits, write_jsonl
+from stepdistill.teacher.backends import (
+    TEACHERS, Completion, Job, TeacherError, TeacherSettings, create_teacher, job_seed,
+)
+from stepdistill.teacher.parsing import OK, STATUSES, parse_official, official_correct, parse_output
+from stepdistill.teacher.prompts import build_template
+from stepdistill.teacher.store import RationaleStore, TeacherRecord
+
+SPLITS = ("pool", "train", "valid", "test")
+FILTERS = ("all", "parsed", "vote", "gold")
+FILTER_HELP = ("all: every example (unparsed ones with teacher_parse_ok=false); parsed: examples with a parsed "
+               "sample; vote: only rationales whose label is the majority vote; gold: only rationales whose label "
+               "is correct")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    task: str
+    """Built-in task name or a custom task YAML."""
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    """Backend and sampling settings."""
+    data_dir: str | None = None
+    """Benchmark data folder (else $STEPDISTILL_DATA); unused by custom tasks."""
+    split: str = "pool"
+    """pool (every training-pool row: what the student trains on), train, valid or test."""
+    limit: int | None = None
+    """Only the first N examples of the split."""
+    samples: int = 1
+    """Rationales per input (self-consistency); > 1 needs a temperature > 0."""
+    out: str | None = None
+    """Output folder; default runs/teacher/<task>."""
+    store: str | None = None
+    """SQLite store path; default <out>/rationales.sqlite."""
+    exemplars: str | None = None
+    """Few-shot exemplars JSONL overriding the task's own."""
+    filter: str = "all"
+    """Export policy: all, parsed, vote or gold."""
+    teacher_id: str | None = None
+    """Name of the teacher in the store key (default: backend:model)."""
+
+    def out_dir(self) -> Path:
+        name = Path(self.task).stem if self.task.endswith((".yaml", ".yml")) else self.task
+        return Path(self.out or f"runs/teacher/{name}")
+
+    def store_path(self) -> Path:
+        return Path(self.store) if self.store else self.out_dir() / "rationales.sqlite"
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    out_dir: Path
+    store: Path
+    export: Path
+    report: dict
+
+
+def validate(cfg: ExtractConfig) -> None:
+    problems = []
+    if cfg.split not in SPLITS:
+        problems.append(f"--split must be one of {', '.join(SPLITS)}, got '{cfg.split}'")
+    if cfg.filter not in FILTERS:
+        problems.append(f"--filter must be one of {', '.join(FILTERS)}, got '{cfg.filter}'")
+    if cfg.samples < 1:
+        problems.append("--samples must be >= 1")
+    if cfg.samples > 1 and cfg.teacher.temperature <= 0:
+        problems.append(f"--samples {cfg.samples} needs --temperature > 0 (e.g. 0.7): greedy samples are identical")
+    if cfg.limit is not None and cfg.limit < 1:
+        problems.append("--limit must be >= 1")
+    if cfg.teacher.max_tokens < 1:
+        problems.append("--max-tokens must be >= 1")
+    if cfg.teacher.concurrency < 1:
+        problems.append("--concurrency must be >= 1")
+    if cfg.teacher.backend not in TEACHERS:
+        problems.append(f"--teacher: unknown backend '{cfg.teacher.backend}'; known: {', '.join(TEACHERS.names())}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def select_examples(task: Task, split: str, data_dir: str | None, limit: int | None) -> list[Example]:
+    if split == "pool":
+        rows = task.read("pool", data_dir)
+    else:
+        splits = load_splits(task, data_dir, with_test=(split == "test"))
+        rows = getattr(splits, split)
+        if rows is None:
+            raise StepdistillError(f"task '{task.name}' has no test file")
+    seen, unique = set(), []
+    for ex in rows:
+        if ex.id not in seen:
+            seen.add(ex.id)
+            unique.append(ex)
+    return unique[:limit] if limit else unique
+
+
+class Progress:
+    """done/total, rate and failures on stderr (tqdm when available)."""
+
+    def __init__(self, total: int, done: int, enabled: bool = True):
+        self.total, self.done, self.failures, self.t0 = total, done, 0, time.monotonic()
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, initial=done, desc="teacher", unit="ans", file=sys.stderr,
+                                dynamic_ncols=True, mininterval=0.5)
+            except ImportError:
+                pass
+
+    def update(self, ok: bool, retries: int) -> None:
+        if ok:
+            self.done += 1
+        else:
+            self.failures += 1
+        if self.bar is not None:
+            self.bar.update(1 if ok else 0)
+            self.bar.set_postfix(failed=self.failures, retries=retries, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+async def _drive(backend, jobs: list[Job], store: RationaleStore, task: Task, key: dict,
+                 progress: Progress) -> tuple[int, list[str]]:
+    """Run the jobs, storing each answer as it arrives; returns (stored, failure messages)."""
+    stored, failures = 0, []
+    try:
+        async for job, result in backend.generate(jobs):
+            if isinstance(result, TeacherError):
+                raise result
+            if isinstance(result, BaseException):
+                failures.append(f"{job.example.id}#{job.sample_index}: {result}")
+                progress.update(False, getattr(backend, "retries", 0))
+                continue
+            assert isinstance(result, Completion)
+            parsed = parse_output(task, result.text, job.example.row, result.finish_reason)
+            record = TeacherRecord(
+                **key, example_id=job.example.id, sample_index=job.sample_index, raw_output=result.text,
+                rationale=parsed.rationale, label=parsed.label, status=parsed.status, reason=parsed.reason or None,
+                finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens, latency_s=result.latency_s, attempts=result.attempts)
+            stored += store.put(record)
+            progress.update(True, getattr(backend, "retries", 0))
+    finally:
+        await backend.aclose()
+    return stored, failures
+
+
+def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> ExtractResult:
+    """Extract (or resume extracting) teacher outputs for ``cfg``, then write the report and the export."""
+    validate(cfg)
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    task = get_task(cfg.task)
+    examples = select_examples(task, cfg.split, cfg.data_dir, cfg.limit)
+    if not examples:
+        raise StepdistillError(f"task '{task.name}' split '{cfg.split}' has no examples")
+    backend = create_teacher(cfg.teacher, task)
+    external = backend.prompt_text()
+    if external is None:
+        template = build_template(task, cfg.exemplars)
+        prompt_text, prompt_hash = template.text(), template.hash
+    else:
+        import hashlib
+
+        template = None
+        prompt_text, prompt_hash = external, hashlib.sha256(external.encode()).hexdigest()[:16]
+    teacher = cfg.teacher_id or backend.identity()
+    out_dir = cfg.out_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "prompt.txt").write_text(prompt_text, encoding="utf-8")
+
+    with RationaleStore(cfg.store_path()) as store:
+        store.add_prompt(prompt_hash, task.name, prompt_text)
+        store.add_teacher(teacher, cfg.teacher.public())
+        have = store.stored_keys(task.name, prompt_hash, teacher)
+        jobs = []
+        for ex in examples:
+            for s in range(cfg.samples):
+                if (ex.id, s) not in have:
+                    prompt = template.render(ex.input) if template else None
+                    jobs.append(Job(example=ex, sample_index=s, prompt=prompt,
+                                    seed=job_seed(cfg.teacher.seed, ex.id, s)))
+        total = len(examples) * cfg.samples
+        log(f"teacher {teacher} on {task.name}/{cfg.split}: {len(examples)} examples x {cfg.samples} sample(s); "
+            f"{total - len(jobs)} stored, {len(jobs)} to ask; prompt {prompt_hash}; store {cfg.store_path()}")
+        bar = Progress(total, total - len(jobs), enabled=progress)
+        key = {"task": task.name, "prompt_hash": prompt_hash, "teacher": teacher}
+        t0 = time.monotonic()
+        try:
+            stored, failures = asyncio.run(_drive(backend, jobs, store, task, key, bar)) if jobs else (0, [])
+        finally:
+            bar.close()
+        elapsed = time.monotonic() - t0
+        records = [r for r in store.records(task.name, prompt_hash, teacher)]
+
+    wanted = {ex.id for ex in examples}
+    records = [r for r in records if r.example_id in wanted and r.sample_index < cfg.samples]
+    report = summarize(task, examples, records, cfg.samples)
+    report.update(teacher=teacher, prompt_hash=prompt_hash, split=cfg.split, filter=cfg.filter,
+                  asked_this_run=len(jobs), stored_this_run=stored, failed_this_run=len(failures),
+                  failures=failures[:20], seconds=round(elapsed, 2), settings=cfg.teacher.public())
+    export_rows = export(task, examples, records, cfg.filter)
+    report["exported"] = len(export_rows)
+    export_path = out_dir / "rationales.jsonl"
+    write_jsonl(export_path, export_rows)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return ExtractResult(out_dir=out_dir, store=cfg.store_path(), export=export_path, report=report)
+
+
+# ---- votes, report, export -------------------------------------------------------------------------
+
+def vote(records: list[TeacherRecord]) -> tuple[str | None, dict[str, int]]:
+    """Majority label over parsed samples; ties go to the label seen first (lowest sample index)."""
+    counts = Counter(r.label for r in sorted(records, key=lambda r: r.sample_index) if r.status == OK and r.label)
+    if not counts:
+        return None, {}
+    best = max(counts.values())
+    winner = next(label for label in counts if counts[label] == best)  # Counter keeps insertion order
+    return winner, dict(counts)
+
+
+def summarize(task: Task, examples: list[Example], records: list[TeacherRecord], samples: int) -> dict:
+    by_id: dict[str, list[TeacherRecord]] = {}
+    for r in records:
+        by_id.setdefault(r.example_id, []).append(r)
+    status = Counter(r.status for r in records)
+    n_correct_vote = n_correct_first = n_agree = n_parsed_samples = 0
+    n_official = n_official_known = 0
+    official = task.name in ("cqa", "svamp", "esnli", "anli1")
+    for ex in examples:
+        recs = sorted(by_id.get(ex.id, []), key=lambda r: r.sample_index)
+        winner, _ = vote(recs)
+        n_correct_vote += task.answer.correct(winner, ex.label, ex.row)
+        if recs:
+            first = recs[0]
+            n_correct_first += first.status == OK and task.answer.correct(first.label, ex.label, ex.row)
+            if official:
+                n_official_known += 1
+                _, official_label = parse_official(task.name, first.raw_output)
+                n_official += official_correct(task, official_label, str(ex.row.get(task.label_field)), ex.row)
+        for r in recs:
+            if r.status == OK:
+                n_parsed_samples += 1
+                n_agree += r.label == winner
+    n = len(examples)
+    pct = lambda a, b: round(100.0 * a / b, 2) if b else None  # noqa: E731
+    report = {
+        "task": task.name,
+        "examples": n,
+        "samples_per_example": samples,
+        "rows": len(records),
+        "missing_rows": n * samples - len(records),
+        "status": {s: status.get(s, 0) for s in STATUSES},
+        "parse_rate": pct(status.get(OK, 0), len(records)),
+        "accuracy_vote": pct(n_correct_vote, n),
+        "accuracy_first_sample": pct(n_correct_first, n),
+        "agreement_with_vote": pct(n_agree, n_parsed_samples),
+        "prompt_tokens": sum(r.prompt_tokens or 0 for r in records),
+        "completion_tokens": sum(r.completion_tokens or 0 for r in records),
+    }
+    if official:
+        report["accuracy_official_parser_first_sample"] = pct(n_official, n)
+    return report
+
+
+def export(task: Task, examples: list[Example], records: list[TeacherRecord], policy: str) -> list[dict]:
+    """One row per example for the student stage (``data.rationales``), chosen by ``policy``."""
+    by_id: dict[str, list[TeacherRecord]] = {}
+    for r in records:
+        by_id.setdefault(r.example_id, []).append(r)
+    rows = []
+    for ex in examples:
+        recs = sorted(by_id.get(ex.id, []), key=lambda r: r.sample_index)
+        if not recs:
+            continue
+        winner, votes = vote(recs)
+        ok = [r for r in recs if r.status == OK]
+        if policy == "gold":
+            pick = next((r for r in ok if task.answer.correct(r.label, ex.label, ex.row)), None)
+        elif policy == "vote":
+            pick = next((r for r in ok if r.label == winner), None)
+        elif policy == "parsed":
+            pick = next((r for r in ok if r.label == winner), ok[0] if ok else None)
+        else:
+            pick = next((r for r in ok if r.label == winner), ok[0] if ok else recs[0])
+        if pick is None:
+            continue
+        parsed = pick.status == OK
+        rows.append({
+            "id": ex.id,
+            "teacher_rationale": pick.rationale,
+            "teacher_label": pick.label if parsed else None,
+            "teacher_parse_ok": parsed,
+            "status": pick.status,
+            "reason": pick.reason,
+            "sample_index": pick.sample_index,
+            "vote": winner,
+            "votes": votes,
+            "teacher_correct": task.answer.correct(pick.label, ex.label, ex.row) if parsed else False,
+            "teacher": pick.teacher,
+            "prompt_hash": pick.prompt_hash,
+            "teacher_output": pick.raw_output,
+        })
+    return rows
+
+
+def config_dict(cfg: ExtractConfig) -> dict:
+    return asdict(cfg)
