@@ -107,7 +107,7 @@ def fake_teacher():
 
 class FakeOpenAIServer:
     """OpenAI-compatible chat/completions server on 127.0.0.1. ``faults`` is the share of requests that
-    fail (429 with Retry-After, 500, a hang past the client timeout, or a connection reset); an input
+    fail (429 with Retry-After, 500, a hang past the client timeout, or a connection reset, in turn); an input
     is answered properly after at most ``max_faults`` failures. ``delay`` slows every proper answer."""
 
     def __init__(self, faults: float = 0.0, delay: float = 0.0, hang: float = 3.0, seed: int = 0,
@@ -134,11 +134,14 @@ class FakeOpenAIServer:
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path not in ("/v1/chat/completions", "/v1/completions"):
+                    return self._json(404, {"error": {"message": f"no route {self.path}"}})
                 query = query_of(body)
                 with server.lock:
                     fault = None
                     if server.failed[query] < server.max_faults and server.rng.random() < server.faults:
-                        fault = server.rng.choice(["429", "500", "hang", "reset"])
+                        # the kinds take turns so that every one is exercised
+                        fault = ("429", "500", "hang", "reset")[sum(server.failed.values()) % 4]
                         server.failed[query] += 1
                     server.log.append((time.monotonic(), query, fault or "ok"))
                 if fault == "429":
@@ -158,7 +161,7 @@ class FakeOpenAIServer:
                     time.sleep(server.delay)
                 text = answer_for(query)
                 usage = {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}
-                if self.path.endswith("/chat/completions"):
+                if self.path == "/v1/chat/completions":
                     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                     obj = "chat.completion"
                 else:
