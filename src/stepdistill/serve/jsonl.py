@@ -1,0 +1,117 @@
+"""Batch prediction over JSONL: one input object per line in, one prediction object per line out.
+
+    stepdistill predict runs/tiny-causal-svamp-dsbs-s0 inputs.jsonl --explain -o predictions.jsonl
+    echo '{"text": "[some raw input]"}' | stepdistill predict runs/tiny-causal-svamp-dsbs-s0 -
+
+A line is an object of task fields (``{"body": ..., "question": ...}`` for svamp) or ``{"text": ...}``
+holding an already formatted input; an optional ``id`` is copied to the output. Every line is checked
+before the model runs: with ``on_error="stop"`` the first bad line raises ``DataError("FILE:LINE: ...")``
+and nothing is predicted; with ``"skip"`` bad lines are reported and get an ``{"line", "error"}`` record
+in their place, so output line i still answers input line i.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, TextIO
+
+from stepdistill.errors import DataError
+
+TEXT_FIELD = "text"
+ID_FIELD = "id"
+
+
+@dataclass
+class Parsed:
+    """One input line: ``input`` to predict on, or ``error`` saying what is wrong with it."""
+
+    line: int
+    id: Any = None
+    input: str | dict | None = None
+    error: str | None = None
+
+
+@dataclass
+class Summary:
+    read: int = 0
+    predicted: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def check_input(obj: Any, task) -> tuple[str | dict | None, str | None]:
+    """``(input for Student.predict, None)`` or ``(None, problem)``. Never evaluates the text."""
+    if not isinstance(obj, dict):
+        return None, f"expected a JSON object, got {type(obj).__name__}"
+    if TEXT_FIELD in obj:
+        text = obj[TEXT_FIELD]
+        if not isinstance(text, str):
+            return None, f"field 'text' must be a string, got {type(text).__name__}"
+        if not text.strip():
+            return None, "field 'text' is empty"
+        return text, None
+    fields = {k: v for k, v in obj.items() if k != ID_FIELD}
+    try:
+        task.format_input(fields)
+    except KeyError as exc:
+        return None, (f"missing field {exc.args[0]!r} for task '{task.name}' (give the task's fields, "
+                      f"or {{\"text\": ...}} with a formatted input)")
+    return fields, None
+
+
+def parse_lines(lines: Iterable[str], task) -> list[Parsed]:
+    """Parse and check every non-blank line (numbered from 1)."""
+    out = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            out.append(Parsed(lineno, error=f"invalid JSON ({exc.msg}, column {exc.colno})"))
+            continue
+        item, problem = check_input(obj, task)
+        out.append(Parsed(lineno, id=obj.get(ID_FIELD) if isinstance(obj, dict) else None, input=item,
+                          error=problem))
+    return out
+
+
+def predict_jsonl(student, lines: Iterable[str], out: TextIO, *, source: str = "<stdin>", explain: bool = False,
+                  batch_size: int = 16, on_error: str = "stop",
+                  warn: Callable[[str], None] = lambda msg: None) -> Summary:
+    """Predict every line of ``lines`` and write one JSON object per input line to ``out``, in order."""
+    if on_error not in ("stop", "skip"):
+        raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
+    t0 = time.monotonic()
+    parsed = parse_lines(lines, student.task)
+    summary = Summary(read=len(parsed))
+    for p in parsed:
+        if p.error:
+            message = f"{source}:{p.line}: {p.error}"
+            if on_error == "stop":
+                raise DataError(message + " (use --on-error skip to write an error record and go on)")
+            summary.errors.append(message)
+            warn(message)
+    good = [p for p in parsed if p.error is None]
+    chunk = max(1, batch_size) * 8  # stream the output in chunks, so long inputs show progress
+    results: dict[int, dict] = {}
+    done = 0
+    for p in parsed:
+        if p.error is None and p.line not in results:
+            batch = good[done:done + chunk]
+            done += len(batch)
+            preds = student.predict([b.input for b in batch], explain=explain, batch_size=batch_size)
+            results.update({b.line: pred for b, pred in zip(batch, preds)})
+        record: dict[str, Any] = {} if p.id is None else {ID_FIELD: p.id}
+        if p.error is not None:
+            record.update(line=p.line, error=p.error)
+            summary.skipped += 1
+        else:
+            record.update(results.pop(p.line))
+            summary.predicted += 1
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    summary.seconds = round(time.monotonic() - t0, 3)
+    return summary
