@@ -13,6 +13,7 @@ tokenizer, not torch.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from stepdistill.errors import StepdistillError
@@ -58,14 +59,34 @@ def export_onnx(model, family: str, out_dir: Path, opset: int = 17) -> Path:
     dynamic = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
                "position_ids": {0: "batch", 1: "length"}, "logits": {0: "batch"}}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer chatter about constants that are constant here
             torch.onnx.export(NextTokenLogits(model), (ids, mask, pos), str(path), dynamo=False, opset_version=opset,
                               input_names=["input_ids", "attention_mask", "position_ids"], output_names=["logits"],
                               dynamic_axes=dynamic)
+        check_parity(NextTokenLogits(model), path, (ids, mask, pos))
     finally:
         if previous is not None:
             model.config._attn_implementation = previous
     return path
+
+
+def check_parity(module, path: Path, inputs, atol: float = 1e-3) -> float:
+    """Run the exported graph and ``module`` on the same (padded) inputs; raise if the logits differ."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    with torch.no_grad():
+        ref = module(*inputs).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], dict(zip(["input_ids", "attention_mask", "position_ids"],
+                                           [x.numpy() for x in inputs])))[0]
+    diff = float(np.abs(got - ref).max())
+    if not diff <= atol:
+        raise StepdistillError(f"the ONNX graph {path} disagrees with PyTorch (max |logit diff| {diff:.2e} > "
+                               f"{atol}); export without --onnx")
+    return diff
 
 
 class OnnxLabeler:
