@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from stepdistill.errors import ConfigError
+from stepdistill.errors import ConfigError, StepdistillError
 
 TEACHER_FAILURE_POLICIES = ("drop_rationale", "drop_row", "error")
 METHODS = ("dsbs", "standard", "single_task")
@@ -286,7 +286,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise StepdistillError(f"config file {path} does not exist (presets are in configs/)")
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:

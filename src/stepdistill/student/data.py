@@ -1,0 +1,92 @@
+"""Turn a task's training rows into the views a method trains on, applying the teacher-failure policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from stepdistill.config import RunConfig
+from stepdistill.errors import DataError
+from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK
+from stepdistill.student.views import SINGLE_TASK_JOIN, Feature, make_feature
+from stepdistill.tasks import Example, Task, read_jsonl
+
+
+@dataclass
+class TrainingData:
+    examples: list[Example]
+    features: list[Feature]
+    by_example: list[list[int]]  # feature indices of each example
+    report: dict
+
+
+def attach_rationales(task: Task, examples: list[Example], path: str | Path) -> tuple[list[Example], int]:
+    """Replace teacher fields with those of an extracted JSONL (``id``, ``teacher_rationale``,
+    ``teacher_label``, ``teacher_parse_ok``), joined by id. Returns (examples, how many had no record)."""
+    records = {}
+    for lineno, row in read_jsonl(path):
+        if "id" not in row:
+            raise DataError(f"{path}:{lineno}: rationale record without 'id'")
+        records[str(row["id"])] = row
+    out, missing = [], 0
+    for ex in examples:
+        rec = records.get(ex.id)
+        if rec is None:
+            missing += 1
+            out.append(replace(ex, teacher_label=None, teacher_rationale=None))
+            continue
+        ok = rec.get("teacher_parse_ok", True)
+        raw_label = rec.get("teacher_label")
+        label = task.answer.normalize(raw_label, ex.row) if ok and isinstance(raw_label, str) else None
+        rationale = rec.get("teacher_rationale")
+        rationale = rationale.strip() if isinstance(rationale, str) and rationale.strip() and ok else None
+        out.append(replace(ex, teacher_label=label, teacher_rationale=rationale))
+    return out, missing
+
+
+def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tokenizer) -> TrainingData:
+    """Features for ``cfg.method`` over ``examples``, with a report of what the failure policy did."""
+    method, labels, policy = cfg.method.name, cfg.method.labels, cfg.data.teacher_failures
+    s = cfg.student
+    needs_rationale = method in ("dsbs", "single_task")
+    needs_teacher = needs_rationale or labels == "teacher"
+    failed = [ex for ex in examples if ex.teacher_label is None or ex.teacher_rationale is None]
+    report = {"rows": len(examples), "teacher_failed": len(failed) if needs_teacher else 0, "policy": policy,
+              "rows_dropped": 0, "rationales_dropped": 0}
+    if needs_teacher and failed and policy == "error":
+        ids = ", ".join(ex.id for ex in failed[:5])
+        raise DataError(f"{len(failed)} training rows have no parsable teacher output (e.g. {ids}); set "
+                        "data.teacher_failures=drop_rationale or drop_row to train without them")
+    kept, features, by_example = [], [], []
+    for ex in examples:
+        bad = ex.teacher_label is None or ex.teacher_rationale is None
+        label = ex.label if labels == "gold" else ex.teacher_label
+        if needs_teacher and bad and (policy == "drop_row" or label is None or method == "single_task"):
+            report["rows_dropped"] += 1
+            continue
+        i = len(kept)
+        kept.append(ex)
+        ids = []
+        if method == "single_task":
+            target = ex.teacher_rationale + SINGLE_TASK_JOIN + label
+            ids.append(len(features))
+            features.append(make_feature(tokenizer, s.family, "rationale", ex.input, target, s.max_input_tokens,
+                                         s.max_rationale_tokens + s.max_label_tokens, LABEL_TASK, i))
+        else:
+            ids.append(len(features))
+            features.append(make_feature(tokenizer, s.family, "label", ex.input, label, s.max_input_tokens,
+                                         s.max_label_tokens, LABEL_TASK, i))
+            if method == "dsbs":
+                if ex.teacher_rationale is None or bad:
+                    report["rationales_dropped"] += 1
+                else:
+                    ids.append(len(features))
+                    features.append(make_feature(tokenizer, s.family, "rationale", ex.input, ex.teacher_rationale,
+                                                 s.max_input_tokens, s.max_rationale_tokens, RATIONALE_TASK, i))
+        by_example.append(ids)
+    if not kept:
+        raise DataError(f"no training rows left for method '{method}' with labels '{labels}' "
+                        f"after the teacher-failure policy '{policy}'")
+    report["rows_used"] = len(kept)
+    report["views"] = len(features)
+    return TrainingData(kept, features, by_example, report)

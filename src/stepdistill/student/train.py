@@ -1,0 +1,391 @@
+"""Training stage: validation-selected, resumable multi-task training of a student.
+
+    stepdistill train configs/svamp-smollm2.yaml --set data.train_size=200 --set train.epochs=1
+    torchrun --nproc_per_node 2 -m stepdistill train configs/tiny-causal.yaml   # 2 CPU processes (gloo)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stepdistill.config import RunConfig, save_config
+from stepdistill.errors import StepdistillError
+from stepdistill.student.data import TrainingData, attach_rationales, build_training_data
+from stepdistill.student.losses import IGNORE, multitask_loss, token_cross_entropy
+from stepdistill.student.predict import META_FILE, Student
+from stepdistill.student.views import PROMPT_FORMAT, collate, epoch_batches, steps_per_epoch
+from stepdistill.tasks import Example, Task, get_task, load_splits
+
+CHECKPOINT = "checkpoint"
+
+
+# ---- the model with its loss, one module so DDP sees every forward ---------------------------------
+
+def _backbone(model):
+    """The decoder stack under the LM head, when logits can safely be computed at target positions only."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = inner.config
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None, inner
+    return getattr(inner, inner.base_model_prefix, None), inner
+
+
+class StudentWithLoss(nn.Module):
+    """Wraps a causal or seq2seq model; ``forward(batch)`` returns the multi-task loss dict.
+
+    Causal students compute logits only at target positions (the prompt's logits are never needed)."""
+
+    def __init__(self, model, family: str, alpha: float, target_logits_only: bool = True):
+        super().__init__()
+        self.model = model
+        self.family = family
+        self.alpha = alpha
+        self.target_logits_only = target_logits_only
+
+    def forward(self, input_ids, attention_mask, labels, task):
+        if self.family == "seq2seq":
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
+            mask = labels != IGNORE
+            token_losses = token_cross_entropy(logits[mask], labels[mask])
+            token_task = task[:, None].expand_as(labels)[mask]
+            return multitask_loss(token_losses, token_task, self.alpha)
+        shift = labels[:, 1:]
+        mask = shift != IGNORE
+        backbone, inner = _backbone(self.model)
+        if self.target_logits_only and backbone is not None:
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            logits = inner.get_output_embeddings()(hidden[:, :-1][mask])
+        else:
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask]
+        token_losses = token_cross_entropy(logits, shift[mask])
+        token_task = task[:, None].expand_as(shift)[mask]
+        return multitask_loss(token_losses, token_task, self.alpha)
+
+
+# ---- run directory ------------------------------------------------------------------------------
+
+def prepare_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool, is_main: bool) -> None:
+    saved = run_dir / "config.yaml"
+    if resume:
+        if not (run_dir / CHECKPOINT / "state.json").is_file() and not (run_dir / (CHECKPOINT + ".old") / "state.json").is_file():
+            raise StepdistillError(f"nothing to resume in {run_dir}: no checkpoint there (start without --resume)")
+        import yaml
+
+        old = yaml.safe_load(saved.read_text())
+        new = cfg.to_dict()
+        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict)
+                 for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k]]
+        if diffs:
+            raise StepdistillError(f"cannot resume {run_dir}: settings differ from the saved config.yaml: "
+                                   f"{', '.join(diffs)}")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise StepdistillError(f"run directory {run_dir} already exists; pass --overwrite to replace it or "
+                                   "--resume to continue it")
+        if is_main:
+            shutil.rmtree(run_dir)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, saved)
+
+
+def save_student(model, tokenizer, out: Path, meta: dict) -> None:
+    """Write an HF-loadable directory (safetensors + tokenizer + stepdistill.json) atomically."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if hasattr(model, "merge_and_unload"):  # LoRA: ship merged weights, loadable without peft
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict) -> None:
+    final = run_dir / CHECKPOINT
+    tmp = run_dir / (CHECKPOINT + ".tmp")
+    old = run_dir / (CHECKPOINT + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(model.state_dict(), tmp / "model.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state()}, tmp / "optim.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> dict:
+    path = run_dir / CHECKPOINT
+    if not (path / "state.json").is_file():
+        path = run_dir / (CHECKPOINT + ".old")  # killed while swapping in a new checkpoint
+    model.load_state_dict(torch.load(path / "model.pt", weights_only=True))
+    blob = torch.load(path / "optim.pt", weights_only=True)
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    torch.set_rng_state(blob["torch_rng"])
+    return json.loads((path / "state.json").read_text())
+
+
+# ---- validation ---------------------------------------------------------------------------------
+
+def student_meta(cfg: RunConfig, task: Task) -> dict:
+    return {
+        "family": cfg.student.family, "student": cfg.student.name, "task": task.name,
+        "task_spec": cfg.data.task if cfg.data.task.endswith((".yaml", ".yml")) else None,
+        "method": cfg.method.name, "labels": cfg.method.labels, "alpha": cfg.method.alpha,
+        "prompt_format": PROMPT_FORMAT, "max_input_tokens": cfg.student.max_input_tokens,
+        "max_rationale_tokens": cfg.student.max_rationale_tokens,
+        "max_new_tokens": cfg.eval.max_new_tokens or task.max_new_tokens(),
+    }
+
+
+def validate(model, tokenizer, cfg: RunConfig, task: Task, valid: list[Example], features=None, alpha=0.5) -> dict:
+    """Accuracy of label-only predictions on ``valid`` (and the mean loss when selecting by loss)."""
+    from stepdistill.evaluate import score
+
+    result = {}
+    if cfg.train.select_by == "accuracy":
+        student = Student(model, tokenizer, student_meta(cfg, task), task)
+        preds = student.predict([ex.input for ex in valid], batch_size=cfg.eval.batch_size)
+        for p, ex in zip(preds, valid):  # rows carry the choices that raw text may not
+            p["label"] = None if p["raw"] is None else task.parse(p["raw"], ex)
+        result.update(score(task, valid, [p["label"] for p in preds]))
+    else:
+        wrapper = StudentWithLoss(model, cfg.student.family, alpha)
+        losses = []
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(features), cfg.eval.batch_size):
+                batch = collate(features[start:start + cfg.eval.batch_size], tokenizer.pad_token_id,
+                                cfg.student.family)
+                losses.append(float(wrapper(**batch)["loss"]))
+        model.train(was_training)
+        result["loss"] = sum(losses) / max(1, len(losses))
+        result["n"] = len(valid)
+    return result
+
+
+def _better(cfg: RunConfig, new: dict, best: float | None) -> bool:
+    value = new["accuracy"] if cfg.train.select_by == "accuracy" else -new["loss"]
+    return best is None or value > best
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    best_valid: dict | None = None
+    bad_evals: int = 0
+    examples_seen: int = 0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+    history: list = field(default_factory=list)
+
+
+def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Train a student as ``cfg`` says; returns the run directory (config.yaml, model/, metrics.json)."""
+    from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list, set_seed
+    from tqdm.auto import tqdm
+
+    from stepdistill.student.models import load_pretrained
+
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    is_main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    run_dir = cfg.run_dir()
+    task = get_task(cfg.data.task)
+    splits = load_splits(task, cfg.data.data_dir, train_size=cfg.data.train_size, valid_size=cfg.data.valid_size,
+                         seed=cfg.train.seed, valid_fraction=cfg.data.valid_fraction, with_test=False)
+    train_examples = splits.train
+    missing = None
+    if cfg.data.rationales:
+        train_examples, missing = attach_rationales(task, train_examples, cfg.data.rationales)
+    prepare_run_dir(cfg, run_dir, overwrite, resume, is_main)
+    accelerator.wait_for_everyone()
+
+    set_seed(cfg.train.seed)
+    model, tokenizer = load_pretrained(cfg.student.family, cfg.student.name, cfg.student.dtype)
+    if cfg.student.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        task_type = "CAUSAL_LM" if cfg.student.family == "causal" else "SEQ_2_SEQ_LM"
+        model = get_peft_model(model, LoraConfig(r=cfg.student.lora_r, lora_alpha=cfg.student.lora_alpha,
+                                                 target_modules="all-linear", task_type=task_type))
+    if cfg.student.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    data: TrainingData = build_training_data(cfg, task, train_examples, tokenizer)
+    if missing is not None:
+        data.report["rationale_records_missing"] = missing
+    valid_features = None
+    if cfg.train.select_by == "loss":
+        valid_features = build_training_data(cfg, task, splits.valid, tokenizer).features
+
+    n = len(data.examples)
+    global_batch = cfg.train.batch_size * world
+    per_epoch = steps_per_epoch(n, global_batch)
+    total_steps = math.ceil(cfg.train.epochs * per_epoch)
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    warmup = int(cfg.train.warmup_ratio * total_steps)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        if cfg.train.scheduler == "constant":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    wrapper = StudentWithLoss(model, cfg.student.family, cfg.method.alpha)
+    wrapped, optimizer = accelerator.prepare(wrapper, optimizer)
+    state = TrainState()
+    if resume:
+        raw = _load_checkpoint(run_dir, accelerator.unwrap_model(wrapped).model, optimizer, scheduler)
+        state = TrainState(**raw["state"])
+        random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in raw["python_rng"]))
+
+    lengths = [sum(len(data.features[f].input_ids) for f in ids) for ids in data.by_example]
+    eval_every = cfg.train.eval_every
+    log_path = run_dir / "train_log.jsonl"
+    bar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc=f"train {task.name}/{cfg.method.name}",
+               unit="step", dynamic_ncols=True)
+    inner_model = accelerator.unwrap_model(wrapped).model
+    meta = student_meta(cfg, task)
+
+    def log(record: dict) -> None:
+        if is_main:
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def checkpoint() -> None:
+        if is_main:
+            raw = {"state": state.__dict__, "python_rng": random.getstate()}
+            _save_checkpoint(run_dir, inner_model, optimizer, scheduler, raw)
+
+    def evaluate_now() -> bool:
+        """Validate on the main process, keep the best model, decide on early stopping; True = stop."""
+        stop = [False]
+        if is_main:
+            t0 = time.time()
+            result = validate(inner_model, tokenizer, cfg, task, splits.valid, valid_features, cfg.method.alpha)
+            result.update(step=state.step, epoch=round(state.step / per_epoch, 3), seconds=round(time.time() - t0, 1))
+            improved = _better(cfg, result, state.best)
+            if improved:
+                state.best = result["accuracy"] if cfg.train.select_by == "accuracy" else -result["loss"]
+                state.best_step, state.best_valid, state.bad_evals = state.step, result, 0
+                save_student(inner_model, tokenizer, run_dir / "model", {**meta, "step": state.step, "valid": result})
+            else:
+                state.bad_evals += 1
+            state.history.append(result)
+            log({"eval": result, "improved": improved})
+            shown = f"{result['accuracy']:.3f}" if "accuracy" in result else f"{result['loss']:.4f}"
+            bar.write(f"step {state.step}: valid {cfg.train.select_by} {shown}" + (" (best)" if improved else ""))
+            if cfg.train.patience and state.bad_evals >= cfg.train.patience:
+                state.stopped_early = True
+                stop[0] = True
+            checkpoint()
+        if world > 1:
+            broadcast_object_list(stop)
+        accelerator.wait_for_everyone()
+        return stop[0]
+
+    wrapped.train()
+    micro = cfg.train.batch_size // cfg.train.grad_accum
+    stop = False
+    window_examples, window_start = 0, time.time()
+    while state.step < total_steps and not stop:
+        batches = epoch_batches(n, lengths, global_batch, cfg.train.seed, state.epoch, cfg.train.group_by_length)
+        while state.batch_in_epoch < len(batches) and state.step < total_steps:
+            examples = batches[state.batch_in_epoch]
+            while len(examples) < world:  # every process needs at least one example
+                examples = examples + examples[: world - len(examples)]
+            mine = examples[rank::world]
+            t0 = time.time()
+            chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
+            totals = {"loss": 0.0, "label_loss": 0.0, "rationale_loss": 0.0}
+            for j, chunk in enumerate(chunks):
+                feats = [data.features[f] for e in chunk for f in data.by_example[e]]
+                batch = collate(feats, tokenizer.pad_token_id, cfg.student.family)
+                sync = j == len(chunks) - 1
+                with nullcontext() if sync or world == 1 else accelerator.no_sync(wrapped):
+                    out = wrapped(**batch)
+                    accelerator.backward(out["loss"] / len(chunks))
+                for k in totals:
+                    totals[k] += float(out[k].detach()) / len(chunks)
+            if cfg.train.max_grad_norm:
+                accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.batch_in_epoch += 1
+            state.examples_seen += len(examples)
+            state.train_seconds += time.time() - t0
+            window_examples += len(examples)
+            rate = window_examples / max(1e-9, time.time() - window_start)
+            bar.update(1)
+            bar.set_postfix(loss=f"{totals['loss']:.4f}", ex_s=f"{rate:.2f}")
+            if state.step % 10 == 0 or state.step == 1:
+                log({"step": state.step, **{k: round(v, 5) for k, v in totals.items()},
+                     "lr": scheduler.get_last_lr()[0], "examples_per_s": round(rate, 3)})
+                window_examples, window_start = 0, time.time()
+            end_of_epoch = state.batch_in_epoch >= len(batches)
+            if (eval_every and state.step % eval_every == 0) or (not eval_every and end_of_epoch) \
+                    or state.step >= total_steps:
+                stop = evaluate_now()
+                if stop:
+                    break
+            elif cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
+                checkpoint()
+                accelerator.wait_for_everyone()
+        if state.batch_in_epoch >= len(batches):
+            state.epoch += 1
+            state.batch_in_epoch = 0
+    bar.close()
+    if state.best_valid is None:  # resumed after the last step had been taken: nothing left to do
+        if is_main and not (run_dir / "model").is_dir():
+            evaluate_now()
+    if is_main:
+        metrics = {
+            "task": task.name, "method": cfg.method.name, "labels": cfg.method.labels, "alpha": cfg.method.alpha,
+            "student": cfg.student.name, "family": cfg.student.family, "n_train": len(data.examples),
+            "seed": cfg.train.seed, "valid": state.best_valid, "test": None,
+            "train": {"steps": state.step, "total_steps": total_steps, "epochs": round(state.step / per_epoch, 3),
+                      "best_step": state.best_step, "stopped_early": state.stopped_early,
+                      "train_seconds": round(state.train_seconds, 1),
+                      "examples_per_s": round(state.examples_seen / max(1e-9, state.train_seconds), 3),
+                      "processes": world, "data": data.report, "splits": splits.info},
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    accelerator.wait_for_everyone()
+    return run_dir

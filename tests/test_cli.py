@@ -1,0 +1,157 @@
+"""End-to-end runs through the CLI on tiny in-process students: the run-directory contract,
+overwrite protection, resume after SIGKILL, 2-process training, one-line errors."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stepdistill.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACT = {"task", "method", "student", "n_train", "seed", "test", "valid"}
+
+
+def _cli(*args, check=True, timeout=600):
+    proc = subprocess.run([sys.executable, "-m", "stepdistill", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["tiny-causal.yaml", "tiny-seq2seq.yaml"])
+def test_run_writes_the_run_directory_contract(tmp_path, data_dir, config):
+    run = tmp_path / "run"
+    proc = _cli("run", f"configs/{config}", "-o", str(run), "--set", "train.epochs=1")
+    assert "test accuracy=" in proc.stdout
+    assert (run / "config.yaml").is_file() and (run / "model" / "config.json").is_file()
+    assert (run / "model" / "stepdistill.json").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert CONTRACT <= set(metrics)
+    assert {"accuracy", "n"} <= set(metrics["test"]) and {"accuracy", "n"} <= set(metrics["valid"])
+    assert metrics["test"]["n"] == 16 and metrics["n_train"] == 48
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and {"id", "gold", "raw", "prediction", "correct"} <= set(rows[0])
+    # the saved model is a plain HF directory
+    import transformers
+
+    auto = transformers.AutoModelForCausalLM if "causal" in config else transformers.AutoModelForSeq2SeqLM
+    auto.from_pretrained(run / "model")
+    # evaluate alone re-creates the same test metrics
+    proc = _cli("evaluate", str(run))
+    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] == metrics["test"]["accuracy"]
+    # never delete an existing run without --overwrite
+    proc = _cli("train", f"configs/{config}", "-o", str(run), check=False)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    assert (run / "model").is_dir()
+
+
+@pytest.mark.slow
+def test_training_loss_falls_in_a_real_run(tmp_path, data_dir):
+    run = tmp_path / "run"
+    _cli("train", "configs/tiny-causal.yaml", "-o", str(run), "--set", "train.epochs=4", "--set", "train.eval_every=100")
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _wait_for_checkpoint(run: Path, proc, min_step: int, timeout=300):
+    state = run / "checkpoint" / "state.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if state.is_file():
+            try:
+                if json.loads(state.read_text())["state"]["step"] >= min_step:
+                    return
+            except (json.JSONDecodeError, KeyError):
+                pass
+        if proc.poll() is not None:
+            raise AssertionError("training finished before it could be killed")
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
+    args = ["configs/tiny-causal.yaml", "--set", "train.epochs=2", "--set", "train.checkpoint_every=2",
+            "--set", "train.eval_every=100"]
+    ref = tmp_path / "ref"
+    _cli("train", *args, "-o", str(ref))
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "stepdistill", "train", *args, "-o", str(run)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_checkpoint(run, proc, min_step=4)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists()
+    again = _cli("train", *args, "-o", str(run), check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    _cli("train", *args, "-o", str(run), "--resume")
+    m_ref = json.loads((ref / "metrics.json").read_text())
+    m_run = json.loads((run / "metrics.json").read_text())
+    assert m_run["train"]["steps"] == m_ref["train"]["steps"] == 12
+    from safetensors.torch import load_file
+
+    a, b = load_file(ref / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_training_with_torchrun(tmp_path, data_dir):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "stepdistill", "train", "configs/tiny-causal.yaml", "-o",
+           str(run), "--set", "train.max_steps=4", "--set", "train.eval_every=2"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train"]["processes"] == 2 and metrics["train"]["steps"] == 4
+    # global batch = 2 processes x 8 examples
+    assert metrics["train"]["epochs"] == pytest.approx(4 / 3, abs=1e-3)
+    assert (run / "model" / "model.safetensors").is_file()
+
+
+def test_errors_are_one_line_without_traceback(capsys, tmp_path):
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: config file") and err.count("\n") == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: {name: magic}\ntrain: {lr: fast}\n")
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr: expected float" in err and "Traceback" not in err
+
+
+def test_malformed_data_reports_file_and_line(tmp_path, capsys):
+    spec = tmp_path / "task.yaml"
+    spec.write_text("name: t\ntype: classification\nlabels: [a, b]\ninput_template: '{text}'\n"
+                    "files: {train: train.jsonl}\n")
+    (tmp_path / "train.jsonl").write_text('{"id": "1", "text": "x", "label": "a"}\n{"id": "2", "text": \n')
+    assert main(["train", "configs/tiny-causal.yaml", "--set", f"data.task={spec}", "-o", str(tmp_path / "r")]) == 2
+    assert "train.jsonl:2: invalid JSON" in capsys.readouterr().err
+
+
+def test_tasks_and_students_commands(capsys, data_dir):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "svamp" in out and "train inputs are not available" in out
+    assert main(["students"]) == 0
+    assert "smollm2-135m" in capsys.readouterr().out

@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+
+from stepdistill.config import load_config
+from stepdistill.errors import ConfigError
+
+PRESETS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+
+
+def test_there_are_presets_for_every_paper_dataset():
+    names = {p.name for p in PRESETS}
+    for task in ("svamp", "cqa", "esnli", "anli1"):
+        assert f"{task}-smollm2.yaml" in names
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.name for p in PRESETS])
+def test_every_preset_loads(path):
+    cfg = load_config(path)
+    assert cfg.run_dir()
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["train.lr=1e-4", "data.train_size=0.5", "method.name=standard", "train.max_steps=null"])
+    assert cfg.train.lr == 1e-4 and cfg.data.train_size == 0.5 and cfg.method.name == "standard"
+
+
+def test_every_problem_is_reported_once():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["method.alpha=2", "method.name=magic", "train.batch_size=0"])
+    text = str(err.value)
+    assert "method.alpha" in text and "method.name: unknown method 'magic'" in text and "train.batch_size" in text
+
+
+def test_unknown_settings_and_types():
+    with pytest.raises(ConfigError, match="unknown setting 'train.lrr'"):
+        load_config(None, ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="train.epochs: expected float"):
+        load_config(None, ["train.epochs=many"])

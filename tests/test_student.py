@@ -1,0 +1,104 @@
+"""Tiny real students built in-process: loss wiring, training that lowers the loss, prediction."""
+
+import pytest
+import torch
+
+from stepdistill.config import load_config
+from stepdistill.student.data import build_training_data
+from stepdistill.student.losses import IGNORE
+from stepdistill.student.models import load_pretrained
+from stepdistill.student.predict import Student
+from stepdistill.student.train import StudentWithLoss, student_meta
+from stepdistill.student.views import collate
+from stepdistill.tasks import Example, get_task
+
+EXAMPLES = [
+    Example(id=str(i), input=f"Tom has {i} apples and gets {i + 2} more.\nHow many apples?",
+            label=f"( {i}.0 + {i + 2}.0 )", teacher_label=f"({i} + {i + 2})",
+            teacher_rationale=f"Tom had {i} apples. He got {i + 2} more. {i} + {i + 2} = {2 * i + 2}.")
+    for i in range(1, 9)
+]
+
+
+def _features(family, method="dsbs", name=None):
+    cfg = load_config(None, [f"student.family={family}", f"student.name={name or ('tiny-random-llama' if family == 'causal' else 'tiny-random-t5')}",
+                             f"method.name={method}"])
+    model, tok = load_pretrained(cfg.student.family, cfg.student.name)
+    model.eval()  # no dropout: exact comparisons
+    data = build_training_data(cfg, get_task("svamp"), EXAMPLES, tok)
+    return cfg, model, tok, data
+
+
+@pytest.mark.parametrize("family", ["causal", "seq2seq"])
+def test_alpha_one_equals_the_models_own_label_loss(family):
+    cfg, model, tok, data = _features(family)
+    label_feats = [f for f in data.features if f.task == 0]
+    batch = collate(data.features, tok.pad_token_id, family)
+    ours = StudentWithLoss(model, family, alpha=1.0)(**batch)["loss"]
+    lb = collate(label_feats, tok.pad_token_id, family)
+    hf = model(input_ids=lb["input_ids"], attention_mask=lb["attention_mask"], labels=lb["labels"]).loss
+    assert torch.allclose(ours, hf, atol=1e-5)
+
+
+def test_target_only_logits_equal_full_logits():
+    cfg, model, tok, data = _features("causal")
+    batch = collate(data.features, tok.pad_token_id, "causal")
+    fast = StudentWithLoss(model, "causal", 0.5, target_logits_only=True)(**batch)
+    full = StudentWithLoss(model, "causal", 0.5, target_logits_only=False)(**batch)
+    for key in ("loss", "label_loss", "rationale_loss"):
+        assert torch.allclose(fast[key], full[key], atol=1e-5)
+
+
+def test_padding_does_not_change_the_loss():
+    cfg, model, tok, data = _features("causal")
+    feats = data.features[:2]
+    alone = StudentWithLoss(model, "causal", 0.5)(**collate(feats[:1], tok.pad_token_id, "causal"))["label_loss"]
+    padded = collate(feats, tok.pad_token_id, "causal")
+    # drop the second row's targets: only the first row (now padded) contributes
+    padded["labels"][1] = IGNORE
+    padded["task"][1] = 0
+    with_pad = StudentWithLoss(model, "causal", 0.5)(**padded)["label_loss"]
+    assert torch.allclose(alone, with_pad, atol=1e-5)
+
+
+def test_views_per_method():
+    for method, views in (("dsbs", 16), ("standard", 8), ("single_task", 8)):
+        _, _, tok, data = _features("causal", method)
+        assert len(data.features) == views, method
+    _, _, tok, data = _features("causal", "single_task")
+    assert "So the answer is" in tok.decode([t for t in data.features[0].labels if t != IGNORE])
+
+
+def test_failure_policy_drops_rationale_or_row():
+    bad = EXAMPLES[:3] + [Example(id="bad", input="x", label="( 1.0 + 1.0 )", teacher_label=None,
+                                  teacher_rationale="garbled")]
+    for policy, rows, views in (("drop_rationale", 4, 7), ("drop_row", 3, 6)):
+        cfg = load_config(None, ["student.name=tiny-random-llama", f"data.teacher_failures={policy}"])
+        model, tok = load_pretrained("causal", "tiny-random-llama")
+        data = build_training_data(cfg, get_task("svamp"), bad, tok)
+        assert (data.report["rows_used"], data.report["views"]) == (rows, views)
+
+
+@pytest.mark.parametrize("family", ["causal", "seq2seq"])
+def test_training_lowers_the_loss(family):
+    cfg, model, tok, data = _features(family)
+    torch.manual_seed(0)
+    wrapper = StudentWithLoss(model, family, 0.5)
+    batch = collate(data.features, tok.pad_token_id, family)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = float(wrapper(**batch)["loss"].detach())
+    for _ in range(30):
+        loss = wrapper(**batch)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    last = float(wrapper(**batch)["loss"].detach())
+    assert last < 0.6 * first, (first, last)
+
+
+def test_student_predicts_labels_and_explains():
+    cfg, model, tok, data = _features("causal")
+    student = Student(model, tok, student_meta(cfg, get_task("svamp")))
+    out = student.predict([EXAMPLES[0].input, {"body": "A", "question": "B"}], explain=True)
+    assert len(out) == 2 and set(out[0]) == {"label", "raw", "rationale"}
+    assert set(student.predict([EXAMPLES[0].input])[0]) == {"label", "raw"}
