@@ -102,3 +102,19 @@ def test_student_predicts_labels_and_explains():
     out = student.predict([EXAMPLES[0].input, {"body": "A", "question": "B"}], explain=True)
     assert len(out) == 2 and set(out[0]) == {"label", "raw", "rationale"}
     assert set(student.predict([EXAMPLES[0].input])[0]) == {"label", "raw"}
+
+
+@pytest.mark.slow
+def test_smollm2_alias_loads_the_real_pretrained_student():
+    pytest.importorskip("gguf")
+    from stepdistill.student.models import smollm2_gguf_path
+
+    try:
+        smollm2_gguf_path()
+    except Exception as exc:  # CI installs it; say so when it is missing elsewhere
+        pytest.skip(str(exc))
+    model, tok = load_pretrained("causal", "smollm2-135m")
+    assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
+    ids = tok("The capital of France is", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 3

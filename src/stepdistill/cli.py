@@ -43,7 +43,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
             if exc.name == f"stepdistill.commands.{module_name}":
                 continue  # verb not built yet
             raise
-        p = sub.add_parser(verb, help=help_text, description=(module.__doc__ or help_text).strip())
+        p = sub.add_parser(verb, help=help_text, description=(module.__doc__ or help_text).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
         modules[verb] = module
     return parser, modules
