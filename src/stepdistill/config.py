@@ -7,10 +7,9 @@ Every problem is gathered and raised once as :class:`ConfigError`, naming the se
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +142,6 @@ class RunConfig:
         return from_dict(apply_overrides(self.to_dict(), overrides))
 
 
-SECTIONS = {f.name: f.type for f in fields(RunConfig)}
-
-
 def _hint(cls, name):
     return typing.get_type_hints(cls)[name]
 
@@ -183,8 +179,9 @@ def from_dict(raw: dict | None) -> RunConfig:
         problems.append(f"unknown setting '{key}' (known: {', '.join(sorted(known_top))})")
     if "output_dir" in raw:
         kwargs["output_dir"] = _coerce(raw["output_dir"], str, "output_dir", problems)
-    for section, cls in ((f.name, f.type) for f in fields(RunConfig) if f.name != "output_dir"):
-        cls = typing.get_type_hints(RunConfig)[section]
+    hints = typing.get_type_hints(RunConfig)
+    for section in (f.name for f in fields(RunConfig) if f.name != "output_dir"):
+        cls = hints[section]
         values = raw.get(section) or {}
         if not isinstance(values, dict):
             problems.append(f"{section}: must be a mapping of settings")
@@ -301,4 +298,4 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 
 
 __all__ = ["RunConfig", "DataConfig", "StudentConfig", "MethodConfig", "TrainConfig", "EvalConfig",
-           "load_config", "from_dict", "save_config", "apply_overrides", "replace", "dataclasses"]
+           "load_config", "from_dict", "save_config", "apply_overrides"]

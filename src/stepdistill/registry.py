@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 from stepdistill.errors import StepdistillError
 
@@ -63,6 +63,3 @@ class Registry(Generic[T]):
     def items(self) -> Iterator[tuple[str, T]]:
         self._load_plugins()
         return iter(sorted(self._items.items()))
-
-
-Factory = Callable[..., T]

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stepdistill.student.predict import META_FILE, find_model_dir
-
 PALM_TEACHER = "PaLM-540B released outputs (google-research/distilling-step-by-step)"
 
 
@@ -64,6 +62,8 @@ class RunInfo:
 def run_info(path: str | Path) -> RunInfo:
     """Read a run directory (or its ``model/``, or any stepdistill model directory)."""
     import yaml
+
+    from stepdistill.student.predict import META_FILE, find_model_dir  # imports torch: only when needed
 
     model_dir = find_model_dir(path)
     meta = json.loads((model_dir / META_FILE).read_text())

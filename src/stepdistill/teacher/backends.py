@@ -307,7 +307,7 @@ class TransformersTeacher:
         self.settings = settings
         self.model = None
         self.tokenizer = None
-        self.stop = ("\nQ:",)
+        self.stop = ("\nQ:", "\n\n")
         self.retries = 0
 
     def identity(self) -> str:
@@ -316,12 +316,16 @@ class TransformersTeacher:
     def prompt_text(self) -> str | None:
         return None
 
+    _loaded: dict[str, tuple] = {}  # model name -> (model, tokenizer), shared by extractions in one process
+
     def _load(self) -> None:
         if self.model is not None:
             return
         from stepdistill.teacher.models import load_causal_lm
 
-        self.model, self.tokenizer = load_causal_lm(self.settings.model)
+        if self.settings.model not in self._loaded:
+            TransformersTeacher._loaded = {self.settings.model: load_causal_lm(self.settings.model)}
+        self.model, self.tokenizer = self._loaded[self.settings.model]
 
     def _render(self, prompt: Prompt) -> str:
         if self.settings.mode == "chat" and getattr(self.tokenizer, "chat_template", None):
@@ -336,7 +340,8 @@ class TransformersTeacher:
         texts = [self._render(j.prompt) for j in jobs]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         t0 = time.monotonic()
-        kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "pad_token_id": tok.pad_token_id}
+        kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "pad_token_id": tok.pad_token_id,
+                                  "stop_strings": list(self.stop), "tokenizer": tok}
         if s.temperature > 0:
             torch.manual_seed(jobs[0].seed)
             kwargs.update(do_sample=True, temperature=s.temperature)
@@ -359,6 +364,7 @@ class TransformersTeacher:
             for stop in self.stop:
                 if stop in text:
                     text, stopped = text[: text.index(stop)], True
+            text = text.rstrip()
             finish = "stop" if (ended or stopped or len(ids) < s.max_tokens) else "length"
             results.append(Completion(text=text, finish_reason=finish,
                                       prompt_tokens=int(enc["attention_mask"][i].sum()),

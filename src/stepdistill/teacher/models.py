@@ -47,7 +47,25 @@ def resolve_gguf(name: str) -> Path | None:
 
 
 def load_causal_lm(name: str):
-    """(model, tokenizer) in eval mode with left padding, from an alias, a .gguf file or a HF dir/name."""
+    """(model, tokenizer) in eval mode with left padding, from an alias, a .gguf file or a HF dir/name.
+
+    Uses the student stage's loader (one shared cache of converted GGUF models) when it is available."""
+    try:
+        from stepdistill.student.models import load_pretrained
+    except ImportError:
+        load_pretrained = None
+    if load_pretrained is not None:
+        model, tokenizer = load_pretrained("causal", name)
+    else:
+        model, tokenizer = _load_standalone(name)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def _load_standalone(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = resolve_gguf(name)
@@ -67,11 +85,10 @@ def load_causal_lm(name: str):
         raise StepdistillError(f"cannot load teacher model '{name}': {exc}. Pass a local HF directory, a .gguf "
                                f"file or the alias smollm2-135m ({SMOLLM2_HINT}); the model hub may be unreachable")
     if gguf is not None and kwargs:
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         _cache(model, tokenizer, cached)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
     return model, tokenizer
 
 
