@@ -137,15 +137,25 @@ class MicroBatcher:
             n += len(item.inputs)
         return batch
 
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def _loop(self) -> None:
         while True:
             batch = await self._gather()
-            for explain in (False, True):
-                group = [p for p in batch if p.explain == explain and not p.future.cancelled()]
-                if group:
-                    await self._run(group, explain)
-            for p in batch:
-                self.stats.queued -= len(p.inputs)
+            try:
+                for explain in (False, True):
+                    group = [p for p in batch if p.explain == explain and not p.future.cancelled()]
+                    if group:
+                        await self._run(group, explain)
+            except Exception as exc:  # noqa: BLE001 - a bug here must not leave clients waiting forever
+                log.exception("micro-batch failed")
+                for p in batch:
+                    _settle(p.future, exc=exc)
+            finally:
+                for p in batch:
+                    self.stats.queued -= len(p.inputs)
 
     async def _run(self, group: list[_Pending], explain: bool) -> None:
         inputs = [x for p in group for x in p.inputs]
@@ -332,7 +342,9 @@ def create_app(student, settings: ServeSettings | None = None, info: dict | None
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "uptime_s": round(time.time() - started, 1), "batching": batcher.stats.public()}
+        body = {"status": "ok" if batcher.alive else "error", "uptime_s": round(time.time() - started, 1),
+                "batching": batcher.stats.public()}
+        return JSONResponse(body, status_code=200 if batcher.alive else 503)
 
     @app.get("/info")
     async def get_info():
