@@ -47,6 +47,10 @@ class ExtractConfig:
     """pool (every training-pool row: what the student trains on), train, valid or test."""
     limit: int | None = None
     """Only the first N examples of the split."""
+    train_size: int | float | None = None
+    """split=train: subsample it exactly as the student's data.train_size does (with ``seed``)."""
+    seed: int = 0
+    """split=train: the student's train.seed, for the same subsample."""
     samples: int = 1
     """Rationales per input (self-consistency); > 1 needs a temperature > 0."""
     out: str | None = None
@@ -98,11 +102,12 @@ def validate(cfg: ExtractConfig) -> None:
         raise ConfigError(problems)
 
 
-def select_examples(task: Task, split: str, data_dir: str | None, limit: int | None) -> list[Example]:
+def select_examples(task: Task, split: str, data_dir: str | None, limit: int | None,
+                    train_size: int | float | None = None, seed: int = 0) -> list[Example]:
     if split == "pool":
         rows = task.read("pool", data_dir)
     else:
-        splits = load_splits(task, data_dir, with_test=(split == "test"))
+        splits = load_splits(task, data_dir, train_size=train_size, seed=seed, with_test=(split == "test"))
         rows = getattr(splits, split)
         if rows is None:
             raise StepdistillError(f"task '{task.name}' has no test file")
@@ -174,7 +179,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     validate(cfg)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     task = get_task(cfg.task)
-    examples = select_examples(task, cfg.split, cfg.data_dir, cfg.limit)
+    examples = select_examples(task, cfg.split, cfg.data_dir, cfg.limit, cfg.train_size, cfg.seed)
     if not examples:
         raise StepdistillError(f"task '{task.name}' split '{cfg.split}' has no examples")
     backend = create_teacher(cfg.teacher, task)
