@@ -128,7 +128,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=48, help="label-only requests per concurrency level (default 48)")
     p.add_argument("--explain-requests", type=int, default=16, help="explain requests per concurrency level (16)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8; 1 is also measured)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of the server (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the server (default 1: on a shared, "
+                   "busy CPU, 2 threads made the tiny model 5-20x slower)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="server micro-batch wait (default 5)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "serve_load.json"))
     args = p.parse_args()

@@ -1,7 +1,8 @@
 """Serve a trained student over HTTP (FastAPI + uvicorn): POST /predict, GET /health, GET /info.
 
     stepdistill serve runs/tiny-causal-svamp-dsbs-s0 --host 127.0.0.1 --port 8000
-    curl -s 127.0.0.1:8000/predict -d '{"input": {"body": "Tom has 3 apples and buys 4.", "question": "How many?"}, "explain": true}'
+    curl -s 127.0.0.1:8000/predict \
+        -d '{"input": {"body": "Tom has 3 apples and buys 4.", "question": "How many?"}, "explain": true}'
 
 Concurrent requests are micro-batched (--max-batch, --max-wait-ms). Requests over the limits are
 answered 413; malformed ones 400/422. Binds to loopback unless --host says otherwise.
@@ -16,15 +17,20 @@ def add_arguments(p):
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help=f"default {d.max_body_bytes}")
-    p.add_argument("--max-inputs", type=int, default=d.max_inputs, help=f"inputs per request (default {d.max_inputs})")
+    p.add_argument("--max-inputs", type=int, default=d.max_inputs,
+                   help=f"inputs per request (default {d.max_inputs})")
     p.add_argument("--max-input-chars", type=int, default=d.max_input_chars,
                    help=f"characters per formatted input (default {d.max_input_chars})")
-    p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"inputs per micro-batch (default {d.max_batch})")
+    p.add_argument("--max-batch", type=int, default=d.max_batch,
+                   help=f"inputs per micro-batch (default {d.max_batch})")
     p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
                    help=f"wait for more requests before running a batch (default {d.max_wait_ms})")
-    p.add_argument("--max-queue", type=int, default=d.max_queue, help=f"inputs waiting before 503 (default {d.max_queue})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"generation batch size (default {d.batch_size})")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--max-queue", type=int, default=d.max_queue,
+                   help=f"inputs waiting before 503 (default {d.max_queue})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"generation batch size (default {d.batch_size})")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is often fastest for small students on a "
+                   "busy or small CPU)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 

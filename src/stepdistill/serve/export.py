@@ -185,8 +185,20 @@ def model_card(info, task, spec: dict, digest: str) -> str:
         f"- {task.name}",
         "---",
     ])
+    single = spec["method"] == "single_task"
+    prefix = spec["rationale_prefix"] if single else spec["label_prefix"]
+    marker = spec["rationale_marker"] if single else spec["answer_marker"]
+    end = f"ids({marker!r})" if spec["family"] == "causal" else "[eos]"
+    prompt_line = f"prompt ({spec['family']}): ids({prefix!r}) + ids(input)[:{spec['max_input_tokens']}] + {end}"
+    if single:
+        budget = spec["max_rationale_tokens"] + spec["max_new_tokens"]
+        decoding_line = (f"decoding: greedy, at most {budget} new tokens, up to eos; the label follows the last "
+                         f"{spec['single_task_join'].strip()!r} (case-insensitive)")
+    else:
+        decoding_line = (f"decoding: greedy, at most {spec['max_new_tokens']} new tokens, up to eos; the label is "
+                         "the first line")
     explain = ""
-    if meta["method"] == "dsbs":
+    if spec["method"] == "dsbs":
         explain = (f"\nFor a rationale, use the prefix `{spec['rationale_prefix']!s}`"
                    + (f" and the marker `{spec['rationale_marker']!r}`" if spec["rationale_marker"] else "")
                    + f" with up to {spec['max_rationale_tokens']} new tokens.\n")
@@ -220,8 +232,8 @@ then the pieces are tokenized **one by one, without special tokens**, and concat
 
 ```
 input_template: {spec['input_template']!r}
-prompt ({'causal' if spec['family'] == 'causal' else 'seq2seq'}): ids({spec['label_prefix']!r}) + ids(input)[:{spec['max_input_tokens']}] + {f"ids({spec['answer_marker']!r})" if spec['answer_marker'] else '[eos]'}
-decoding: greedy, at most {spec['max_new_tokens']} new tokens, up to eos; the label is the first line
+{prompt_line}
+{decoding_line}
 ```
 {explain}
 `{PROMPT_FILE}` holds the same as JSON; its `prompt_sha256` is the sha256 of the other fields

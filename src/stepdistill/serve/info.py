@@ -46,7 +46,8 @@ class RunInfo:
         report = Path(rationales).with_name("report.json")
         if report.is_file():
             r = json.loads(report.read_text())
-            return f"{r.get('teacher', 'unknown teacher')} (prompt {r.get('prompt_hash', '?')}; rationales {rationales})"
+            return (f"{r.get('teacher', 'unknown teacher')} (prompt {r.get('prompt_hash', '?')}; "
+                    f"rationales {rationales})")
         return f"rationales from {rationales}"
 
     def data_size(self) -> dict:
