@@ -49,6 +49,7 @@ def prompt_spec(meta: dict, task) -> dict:
         "max_input_tokens": meta.get("max_input_tokens"),
         "max_new_tokens": meta.get("max_new_tokens") or task.max_new_tokens(),
         "max_rationale_tokens": meta.get("max_rationale_tokens"),
+        "label_scoring": meta.get("label_scoring") or "generate",
     }
 
 
@@ -197,6 +198,10 @@ def model_card(info, task, spec: dict, digest: str) -> str:
     else:
         decoding_line = (f"decoding: greedy, at most {spec['max_new_tokens']} new tokens, up to eos; the label is "
                          "the first line")
+    if spec["label_scoring"] == "score" and not single:
+        decoding_line += ("\nNOTE: stepdistill picks this student's label by scoring each candidate label (sum of "
+                          "the log-probabilities of ids(' ' + label) + [eos] after the prompt) instead of "
+                          "generating it; greedy generation below can differ")
     explain = ""
     if spec["method"] == "dsbs":
         explain = (f"\nFor a rationale, use the prefix `{spec['rationale_prefix']!s}`"

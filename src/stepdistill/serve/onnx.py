@@ -105,6 +105,9 @@ class OnnxLabeler:
         if self.spec["method"] == "single_task":
             raise StepdistillError("a single_task student answers after its rationale; the ONNX label-only path "
                                    "does not cover it")
+        if self.spec.get("label_scoring", "generate") != "generate":
+            raise StepdistillError("this student picks labels by scoring candidates; the ONNX path generates them "
+                                   "and would not match")
         self.tokenizer = AutoTokenizer.from_pretrained(str(export_dir))
         options = ort.SessionOptions()
         if threads:
