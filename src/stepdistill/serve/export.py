@@ -200,9 +200,8 @@ def model_card(info, task, spec: dict, digest: str) -> str:
                          "the first line")
     if spec["label_scoring"] == "score" and not single:
         decoding_line += ("\nNOTE: stepdistill picks this student's label by scoring each candidate label (sum of "
-                          "the log-probabilities of ids(' ' + label) + [eos] after the prompt; no space for seq2seq) "
-                          "instead of 
-                          "generating it; greedy generation below can differ")
+                          "the log-probabilities of ids(' ' + label) + [eos] after the prompt; no space for "
+                          "seq2seq) instead of generating it; greedy generation below can differ")
     explain = ""
     if spec["method"] == "dsbs":
         explain = (f"\nFor a rationale, use the prefix `{spec['rationale_prefix']!s}`"
