@@ -60,8 +60,9 @@ def test_custom_task_exemplars_and_missing_exemplars(tmp_path):
         build_template(get_task(str(spec)), bad)
     (tmp_path / "t" / "task.yaml").write_text((tmp_path / "t" / "task.yaml").read_text().replace(
         "exemplars: exemplars.jsonl\n", ""))
-    with pytest.raises(StepdistillError, match="no teacher exemplars.*--exemplars"):
-        build_template(get_task(str(spec)))
+    zero_shot = build_template(get_task(str(spec)))
+    assert zero_shot.exemplars == () and zero_shot.render("Review: x").text.endswith("Q: Review: x\nA:")
+    assert "positive, negative" in zero_shot.render("Review: x").messages[0]["content"]
 
 
 # ---- parsing ---------------------------------------------------------------------------------------

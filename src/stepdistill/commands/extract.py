@@ -39,6 +39,11 @@ def add_arguments(p):
 
 
 def main(args) -> int:
+    import os
+
+    # before torch loads OpenMP: busy-waiting worker threads make CPU inference 5-20x slower when the
+    # cores are shared with other processes
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from stepdistill.teacher.backends import TeacherSettings
     from stepdistill.teacher.extract import ExtractConfig, run
 

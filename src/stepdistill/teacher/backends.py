@@ -178,6 +178,7 @@ class OpenAITeacher:
         self.base_url = base_url
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=settings.timeout)
         self.stop = ["\nQ:"]
+        self.budget_key = "max_tokens"  # newer OpenAI chat models want max_completion_tokens instead
         self.retries = 0  # transient failures seen (for the progress bar)
 
     def identity(self) -> str:
@@ -218,7 +219,7 @@ class OpenAITeacher:
 
     async def _request(self, job: Job) -> Completion:
         s = self.settings
-        common: dict[str, Any] = {"model": s.model, "temperature": s.temperature, "max_tokens": s.max_tokens}
+        common: dict[str, Any] = {"model": s.model, "temperature": s.temperature, self.budget_key: s.max_tokens}
         if s.temperature > 0:
             common["seed"] = job.seed
         if s.extra:
@@ -245,6 +246,10 @@ class OpenAITeacher:
                 done = await self._request(job)
                 return Completion(**{**done.__dict__, "attempts": attempt + 1})
             except Exception as exc:  # noqa: BLE001 - sorted into retryable / fatal below
+                if (isinstance(exc, self.openai.BadRequestError) and "max_completion_tokens" in str(exc)
+                        and self.budget_key == "max_tokens"):
+                    self.budget_key = "max_completion_tokens"
+                    continue
                 if not self._retryable(exc):
                     raise self._fatal(exc) from exc
                 last = exc

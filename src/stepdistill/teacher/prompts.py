@@ -5,6 +5,9 @@ in the fixed final form ``So the answer is <answer>.``), followed by the new inp
 is rendered as one completion text (``Q: ... A: ...`` blocks) or as chat turns; its hash covers the
 instruction, the exemplars and the format, and is recorded with every teacher output.
 
+Without exemplars (a custom task that names none) the prompt is zero-shot: the instruction alone, which
+asks for the same final form; expect a lower parse rate than with a few exemplars.
+
 Built-in tasks ship their exemplars in ``teacher/exemplars/<task>.jsonl`` (written by us from
 training rows). A custom task names its own file with the YAML key ``exemplars``; each line holds
 either ``input`` (the formatted input text) or the row fields the task's template needs, plus
@@ -20,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from stepdistill.errors import DataError, StepdistillError
+from stepdistill.errors import DataError
 from stepdistill.tasks import Task, read_jsonl
 from stepdistill.tasks.answers import LETTERS
 
@@ -65,8 +68,8 @@ class PromptTemplate:
         return ("\nQ:", "\n\nQ:")
 
     def header(self) -> str:
-        blocks = [f"Q: {e.input}\nA: {e.rationale} {ANSWER_PREFIX} {e.answer}." for e in self.exemplars]
-        return self.instruction + "\n\n" + "\n\n".join(blocks) + "\n\n"
+        blocks = [f"Q: {e.input}\nA: {e.rationale} {ANSWER_PREFIX} {e.answer}.\n\n" for e in self.exemplars]
+        return self.instruction + "\n\n" + "".join(blocks)
 
     def render(self, input_text: str) -> Prompt:
         text = self.header() + f"Q: {input_text}\nA:"
@@ -103,12 +106,11 @@ def builtin_exemplars_path(task_name: str) -> Path | None:
 
 
 def load_exemplars(task: Task, path: str | Path | None = None) -> tuple[tuple[Exemplar, ...], str]:
-    """Exemplars from ``path``, else the task's ``exemplars`` file, else the built-in file."""
+    """Exemplars from ``path``, else the task's ``exemplars`` file, else the built-in file; none (a
+    zero-shot prompt) for a custom task without exemplars."""
     chosen = path or task.exemplars or builtin_exemplars_path(task.name)
     if chosen is None:
-        raise StepdistillError(
-            f"task '{task.name}' has no teacher exemplars: add `exemplars: exemplars.jsonl` to its YAML (one JSON "
-            "object per line with the input fields, 'rationale' and 'label') or pass --exemplars FILE")
+        return (), "none (zero-shot)"
     out = []
     for lineno, row in read_jsonl(chosen):
         where = f"{chosen}:{lineno}"
