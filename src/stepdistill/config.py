@@ -117,6 +117,9 @@ class EvalConfig:
     """Prediction batch size."""
     max_new_tokens: int | None = None
     """Generation budget for a label; None = the task's default (short)."""
+    label_scoring: str = "generate"
+    """Label-only prediction: generate the label, or score each candidate label in one forward and take the
+    best (classification and multiple-choice tasks only; saved with the model, so serving does the same)."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,7 @@ def validate(cfg: RunConfig) -> None:
     check(t.checkpoint_every is None or t.checkpoint_every > 0, "train.checkpoint_every: must be positive")
     check(e.batch_size > 0, "eval.batch_size: must be positive")
     check(e.max_new_tokens is None or e.max_new_tokens > 0, "eval.max_new_tokens: must be positive")
+    check(e.label_scoring in ("generate", "score"), f"eval.label_scoring: generate or score, got '{e.label_scoring}'")
     try:
         cfg.run_dir()
     except (KeyError, IndexError, ValueError) as exc:

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from stepdistill.errors import StepdistillError
-from stepdistill.student.views import PROMPT_FORMAT, prompt_ids, split_single_task
+from stepdistill.student.views import PROMPT_FORMAT, prompt_ids, split_single_task, target_ids
 
 META_FILE = "stepdistill.json"
 _CHOICE_LINE = re.compile(r"^\(([a-z])\)\s*(.+)$", re.MULTILINE)
@@ -114,13 +114,74 @@ class Student:
                 raise StepdistillError(f"input is missing field {exc.args[0]!r} for task '{self.task.name}'") from None
         raise StepdistillError(f"an input must be a string or an object of task fields, got {type(item).__name__}")
 
+    def candidates(self, row: Mapping[str, Any]) -> list[str]:
+        """The closed label set of a classification task, or the row's choices of a multiple-choice task."""
+        answer = self.task.answer
+        if answer.kind == "classification":
+            return list(answer.labels)
+        if answer.kind == "multiple_choice":
+            return answer.choices(row)
+        raise StepdistillError(f"label scoring needs a classification or multiple-choice task; '{self.task.name}' "
+                               f"has {answer.kind} answers (use eval.label_scoring=generate)")
+
+    def score_labels(self, inputs: Sequence[str | Mapping[str, Any]], batch_size: int = 16) -> list[dict]:
+        """Label-only prediction without generation: one forward per batch scores every candidate label
+        (sum of its target tokens' log-probabilities, end-of-sequence included, as trained) and picks the best.
+        Causal students hold the prompt once per row with each candidate in its own segment (block attention
+        mask, positions restarting after the prompt, as in ``student/shared.py``). One dict per input:
+        ``label``, ``raw`` (the chosen candidate) and ``scores`` (candidate -> log-probability)."""
+        pairs = [self._text_and_row(x) for x in inputs]
+        cands = [self.candidates(row) for _, row in pairs]
+        for (text, _), c in zip(pairs, cands):
+            if not c:
+                raise StepdistillError(f"no label candidates for input {text[:60]!r} (its choices are missing)")
+        max_in = int(self.meta.get("max_input_tokens", 256))
+        max_label = int(self.meta.get("max_label_tokens", 32))
+        prompts = [prompt_ids(self.tokenizer, self.family, "label", t, max_in) for t, _ in pairs]
+        targets = [[target_ids(self.tokenizer, self.family, c, max_label) for c in cs] for cs in cands]
+        scorer = _score_causal if self.family == "causal" else _score_seq2seq
+        scores: list[list[float]] = [[] for _ in pairs]
+        order = sorted(range(len(pairs)), key=lambda i: len(prompts[i]) + sum(map(len, targets[i])))
+        was_training = self.model.training
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                for i, s in zip(idx, scorer(self.model, self.tokenizer, [prompts[i] for i in idx],
+                                             [targets[i] for i in idx])):
+                    scores[i] = s
+        self.model.train(was_training)
+        results = []
+        for (_, row), cs, s in zip(pairs, cands, scores):
+            best = max(range(len(cs)), key=lambda j: s[j])
+            results.append({"label": self.task.answer.normalize(cs[best], row), "raw": cs[best],
+                            "scores": dict(zip(cs, s))})
+        return results
+
     def predict(self, inputs: Sequence[str | Mapping[str, Any]], explain: bool = False, batch_size: int = 16,
-                max_new_tokens: int | None = None) -> list[dict]:
+                max_new_tokens: int | None = None, scoring: str | None = None) -> list[dict]:
         """One dict per input: ``label`` (canonical, or None when the output is not a valid answer),
-        ``raw`` (the generated answer text) and, with ``explain``, ``rationale``."""
+        ``raw`` (the generated answer text) and, with ``explain``, ``rationale``. ``scoring="score"`` picks
+        the label by :meth:`score_labels` (classification and multiple-choice tasks) instead of generating it;
+        None = the model's ``label_scoring`` setting (``eval.label_scoring`` at training time), else generate."""
         if explain and not self.can_explain:
             raise StepdistillError(f"this student was trained with method '{self.method}', without rationales; "
                                    "explanations need a dsbs or single_task student")
+        scoring = scoring or self.meta.get("label_scoring") or "generate"
+        if scoring not in ("generate", "score"):
+            raise StepdistillError(f"label scoring must be generate or score, got '{scoring}'")
+        if scoring == "score" and self.method != "single_task":
+            results = self.score_labels(inputs, batch_size=batch_size)
+            for res in results:
+                res.pop("scores")
+            if explain:
+                texts = [self._text_and_row(x)[0] for x in inputs]
+                max_in = int(self.meta.get("max_input_tokens", 256))
+                prompts = [prompt_ids(self.tokenizer, self.family, "rationale", t, max_in) for t in texts]
+                for res, text in zip(results, generate(self.model, self.tokenizer, self.family, prompts,
+                                                       int(self.meta.get("max_rationale_tokens", 128)), batch_size)):
+                    res["rationale"] = text
+            return results
         pairs = [self._text_and_row(x) for x in inputs]
         max_in = int(self.meta.get("max_input_tokens", 256))
         label_budget = max_new_tokens or int(self.meta.get("max_new_tokens") or self.task.max_new_tokens())
@@ -149,3 +210,73 @@ class Student:
             if not explain:
                 res.pop("rationale", None)
         return results
+
+
+def _score_causal(model, tokenizer, prompts: list[list[int]], targets: list[list[list[int]]]) -> list[list[float]]:
+    """Log-probability of each candidate target after its prompt: one row per prompt, candidates as segments."""
+    from stepdistill.student.shared import block_mask
+
+    rows, segs, poss, picks = [], [], [], []  # picks: per row, per candidate, (source position, token) pairs
+    for prompt, cands in zip(prompts, targets):
+        p = len(prompt)
+        ids, seg, pos, row_picks = list(prompt), [0] * p, list(range(p)), []
+        for j, tgt in enumerate(cands, start=1):
+            start = len(ids)
+            ids += tgt
+            seg += [j] * len(tgt)
+            pos += list(range(p, p + len(tgt)))
+            # the first candidate token is predicted from the last prompt token, the rest from their predecessor
+            row_picks.append([(p - 1 if k == 0 else start + k - 1, t) for k, t in enumerate(tgt)])
+        rows.append(ids), segs.append(seg), poss.append(pos), picks.append(row_picks)
+    width = max(map(len, rows))
+    b = len(rows)
+    ids_t = torch.full((b, width), tokenizer.pad_token_id, dtype=torch.long)
+    seg_t = torch.zeros((b, width), dtype=torch.long)
+    pos_t = torch.zeros((b, width), dtype=torch.long)
+    valid = torch.zeros((b, width), dtype=torch.long)
+    for i, (ids, seg, pos) in enumerate(zip(rows, segs, poss)):
+        ids_t[i, :len(ids)], seg_t[i, :len(ids)] = torch.tensor(ids), torch.tensor(seg)
+        pos_t[i, :len(ids)], valid[i, :len(ids)] = torch.tensor(pos), 1
+    device = next(model.parameters()).device
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(inner, inner.base_model_prefix)
+    mask = block_mask(seg_t, valid, next(model.parameters()).dtype)
+    hidden = backbone(input_ids=ids_t.to(device), attention_mask=mask.to(device),
+                      position_ids=pos_t.to(device)).last_hidden_state
+    flat = [(i, src, tok) for i, row in enumerate(picks) for cand in row for src, tok in cand]
+    rows_i = torch.tensor([f[0] for f in flat], device=device)
+    src_i = torch.tensor([f[1] for f in flat], device=device)
+    tok_i = torch.tensor([f[2] for f in flat], device=device)
+    logp = torch.log_softmax(inner.get_output_embeddings()(hidden[rows_i, src_i]).float(), -1)
+    token_lp = logp.gather(1, tok_i[:, None])[:, 0].tolist()
+    out, k = [], 0
+    for row in picks:
+        scores = []
+        for cand in row:
+            scores.append(float(sum(token_lp[k:k + len(cand)])))
+            k += len(cand)
+        out.append(scores)
+    return out
+
+
+def _score_seq2seq(model, tokenizer, prompts: list[list[int]], targets: list[list[list[int]]]) -> list[list[float]]:
+    """Seq2seq: the encoder input repeated per candidate, all candidates in one forward."""
+    enc = [p for p, cands in zip(prompts, targets) for _ in cands]
+    dec = [t for cands in targets for t in cands]
+    b, w, lw = len(enc), max(map(len, enc)), max(map(len, dec))
+    ids = torch.full((b, w), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((b, w), dtype=torch.long)
+    labels = torch.full((b, lw), -100, dtype=torch.long)
+    for i, (e, d) in enumerate(zip(enc, dec)):
+        ids[i, :len(e)], mask[i, :len(e)], labels[i, :len(d)] = torch.tensor(e), 1, torch.tensor(d)
+    device = next(model.parameters()).device
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).logits
+    logp = torch.log_softmax(logits.float(), -1)
+    keep = labels.to(device) != -100
+    token_lp = logp.gather(2, labels.clamp(min=0).to(device)[..., None])[..., 0] * keep
+    flat = token_lp.sum(1).tolist()
+    out, k = [], 0
+    for cands in targets:
+        out.append(flat[k:k + len(cands)])
+        k += len(cands)
+    return out

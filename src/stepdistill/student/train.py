@@ -155,6 +155,7 @@ def student_meta(cfg: RunConfig, task: Task) -> dict:
         "prompt_format": PROMPT_FORMAT, "max_input_tokens": cfg.student.max_input_tokens,
         "max_rationale_tokens": cfg.student.max_rationale_tokens,
         "max_new_tokens": cfg.eval.max_new_tokens or task.max_new_tokens(),
+        "max_label_tokens": cfg.student.max_label_tokens, "label_scoring": cfg.eval.label_scoring,
     }
 
 

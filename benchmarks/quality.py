@@ -1,0 +1,437 @@
+"""The paper's comparison with a SmolLM2-135M student: standard fine-tuning, standard distillation,
+distilling step-by-step (gold labels) and single-task rationale-then-label, tuned per method on validation.
+
+    python benchmarks/quality.py --all                         # everything (many CPU-days; resumable)
+    python benchmarks/quality.py --datasets svamp --train-size 200 --seeds 0 --methods standard_ft dsbs
+    python benchmarks/quality.py --report                      # rebuild quality.json/.md/plots from finished rows
+
+Protocol, per dataset and training-set size:
+  * every method trains on the same rows (per seed) for the same number of epochs; each (lr, epochs) of the
+    grid is one run; the trainer validates after every epoch and keeps the best checkpoint;
+  * the tuned comparison takes, per method, the (lr, epochs) with the best mean validation accuracy over
+    seeds and reports its test accuracy; the same-settings comparison uses one (lr, epochs) for all methods;
+  * differences to standard fine-tuning come with an exact McNemar test on the same test rows (per seed,
+    and pooled over seeds), from each run's predictions.jsonl;
+  * a data-size sweep (standard fine-tuning vs dsbs) at the tuned learning rate (Figure 4 of the paper).
+
+Finished rows are appended to results/quality.jsonl, keyed by (dataset, method, labels, n_train, seed, lr,
+epochs); a rerun skips them, resumes an interrupted run from its checkpoint, and rebuilds the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+# method name -> (method.name, method.labels)
+METHODS = {
+    "standard_ft": ("standard", "gold"),
+    "standard_distill": ("standard", "teacher"),
+    "dsbs": ("dsbs", "gold"),
+    "single_task": ("single_task", "gold"),
+}
+# dataset -> default training-set size (None: the whole pool minus validation) and a note on the protocol
+DATASETS = {
+    "svamp": {"train_size": None, "note": "pool 800 = train file; 10% (80) validation, seed 0; test 200 (full)"},
+    "cqa": {"train_size": 2000, "note": "pool = train file 9741, 10% validation (capped at 200 by the preset); "
+                                        "training subsample of 2000 (seeded); test 1221 (full)"},
+    "esnli": {"train_size": 2000, "note": "pool = valid split 9842 (no train inputs released); validation capped "
+                                          "at 200; training subsample 2000 (seeded); test: fixed seeded 1000 of 9824"},
+    "anli1": {"train_size": None, "note": "pool = valid split 1000 (no train inputs released): 900 train / 100 "
+                                          "validation; test 1000 (full)"},
+}
+SWEEP = {"dataset": "cqa", "sizes": [250, 500, 1000, 2000], "methods": ["standard_ft", "dsbs"]}
+PAPER_T5_BASE = {  # Hsieh et al. 2023, T5-base, full training sets (test accuracy, %)
+    "standard_ft": {"esnli": 88.38, "anli1": 43.58, "cqa": 62.19, "svamp": 62.63},
+    "dsbs": {"esnli": 89.51, "anli1": 49.58, "cqa": 63.29, "svamp": 65.50},
+}
+PALM_TEST = {"esnli": 72.99, "anli1": 65.60, "cqa": 77.23, "svamp": 74.00}  # data/README.md, teacher vs gold
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def key_of(row: dict) -> tuple:
+    return (row["dataset"], row["method"], row["labels"], row["n_train"], row["seed"], float(row["lr"]),
+            float(row["epochs"]))
+
+
+def load_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def size_tag(n) -> str:
+    return "all" if n is None else str(n)
+
+
+# ---- running one cell ------------------------------------------------------------------------------
+
+def run_one(dataset: str, method: str, n_train, seed: int, lr: float, epochs: float, args) -> dict:
+    """Train + test one (dataset, method, size, seed, lr, epochs) with stepdistill.pipeline.run; the row."""
+    from stepdistill.config import load_config
+    from stepdistill.pipeline import run
+
+    name, labels = METHODS[method]
+    run_dir = Path(args.runs_dir) / f"{dataset}-{method}-n{size_tag(n_train)}-s{seed}-lr{lr:g}-e{epochs:g}"
+    overrides = [f"output_dir={run_dir}", f"student.name={args.student}", f"method.name={name}",
+                 f"method.labels={labels}", f"data.train_size={'null' if n_train is None else n_train}",
+                 f"train.seed={seed}", f"train.lr={lr}", f"train.epochs={epochs}"]
+    if args.threads:
+        overrides.append(f"train.num_threads={args.threads}")
+    if args.valid_size is not None:
+        overrides.append(f"data.valid_size={args.valid_size}")
+    if args.test_size is not None:
+        overrides.append(f"data.test_size={args.test_size}")
+    overrides += args.set or []
+    cfg = load_config(REPO / "configs" / f"{dataset}-smollm2.yaml", overrides)
+    metrics_path = run_dir / "metrics.json"
+    t0 = time.time()
+    done = metrics_path.is_file() and (json.loads(metrics_path.read_text()).get("test") or {}).get("accuracy") \
+        is not None and (run_dir / "predictions.jsonl").is_file()
+    if not done:
+        resumable = (run_dir / "checkpoint" / "state.json").is_file() or \
+            (run_dir / "checkpoint.old" / "state.json").is_file()
+        if resumable:
+            try:
+                run(cfg, resume=True)
+            except Exception as exc:  # settings changed or the checkpoint is unusable: start again
+                print(f"  cannot resume {run_dir} ({exc}); starting again", flush=True)
+                run(cfg, overwrite=True)
+        else:
+            run(cfg, overwrite=True)
+    metrics = json.loads(metrics_path.read_text())
+    train = metrics["train"]
+    return {
+        "dataset": dataset, "method": method, "labels": labels, "n_train": n_train,
+        "n_train_used": metrics["n_train"], "seed": seed, "lr": lr, "epochs": epochs,
+        "valid_accuracy": (metrics.get("valid") or {}).get("accuracy"),
+        "test_accuracy": metrics["test"]["accuracy"], "n_test": metrics["test"]["n"],
+        "test_parse_failures": metrics["test"].get("parse_failures"),
+        "student": args.student, "steps": train["steps"], "best_step": train.get("best_step"),
+        "wall_s": round(time.time() - t0, 1) if not done else None,
+        "train_seconds": train.get("train_seconds"), "git_commit": git_commit(), "run_dir": str(run_dir),
+    }
+
+
+def plan(args) -> list[tuple]:
+    """Cells to run, in an order that finishes whole comparisons early (seed-major, cheap settings first)."""
+    cells = []
+    for dataset in args.datasets:
+        size = args.train_size if args.train_size is not None else DATASETS[dataset]["train_size"]
+        for seed in args.seeds:
+            for epochs in sorted(args.epochs):
+                for lr in args.lrs:
+                    for method in args.methods:
+                        cells.append((dataset, method, size, seed, lr, epochs))
+    if args.sweep:
+        sweep_ds = args.sweep_dataset
+        for seed in args.seeds:
+            for n in args.sweep_sizes:
+                for method in SWEEP["methods"]:
+                    for lr in args.sweep_lrs or args.lrs[:1]:
+                        cells.append((sweep_ds, method, n, seed, lr, args.sweep_epochs or max(args.epochs)))
+    seen, out = set(), []
+    for c in cells:
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+# ---- analysis --------------------------------------------------------------------------------------
+
+def correctness(run_dir: str) -> dict[str, bool]:
+    path = Path(run_dir) / "predictions.jsonl"
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out[str(r["id"])] = bool(r["correct"])
+    return out
+
+
+def mcnemar(a: dict[str, bool], b: dict[str, bool]) -> dict:
+    """Exact McNemar (two-sided binomial on the discordant pairs) for per-row correctness on shared rows."""
+    from scipy.stats import binomtest
+
+    ids = sorted(set(a) & set(b))
+    a_only = sum(a[i] and not b[i] for i in ids)
+    b_only = sum(b[i] and not a[i] for i in ids)
+    n = a_only + b_only
+    p = binomtest(min(a_only, b_only), n, 0.5).pvalue if n else 1.0
+    return {"rows": len(ids), "a_only_correct": a_only, "b_only_correct": b_only, "p_value": round(float(p), 5)}
+
+
+def pooled_mcnemar(pairs: list[tuple[dict, dict]]) -> dict:
+    """McNemar over (seed, row) pairs of several seeds (rows repeat across seeds: not independent)."""
+    a, b = {}, {}
+    for s, (x, y) in enumerate(pairs):
+        a.update({f"{s}:{k}": v for k, v in x.items()})
+        b.update({f"{s}:{k}": v for k, v in y.items()})
+    return mcnemar(a, b)
+
+
+def mean_spread(values: list[float]) -> tuple[float, float]:
+    mean = statistics.mean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str = "standard_ft") -> dict:
+    """Tuned and same-settings comparisons per (dataset, n_train), with McNemar vs the baseline."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["n_train"]), []).append(r)
+    out = []
+    for (dataset, n_train), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 10 ** 9)):
+        entry = {"dataset": dataset, "n_train": n_train, "tuned": {}, "same_settings": {}}
+        by_method: dict[str, list[dict]] = {}
+        for r in rs:
+            by_method.setdefault(r["method"], []).append(r)
+        chosen_rows = {}
+        for method, mrs in by_method.items():
+            settings: dict[tuple, list[dict]] = {}
+            for r in mrs:
+                settings.setdefault((r["lr"], r["epochs"]), []).append(r)
+            # choose on validation only: mean valid accuracy over seeds; ties -> fewer epochs, lower lr
+            best = max(settings, key=lambda s: (statistics.mean(x["valid_accuracy"] or 0 for x in settings[s]),
+                                               -s[1], -s[0]))
+            chosen = settings[best]
+            chosen_rows[method] = chosen
+            m, sd = mean_spread([x["test_accuracy"] for x in chosen])
+            entry["tuned"][method] = {
+                "lr": best[0], "epochs": best[1], "seeds": sorted(x["seed"] for x in chosen),
+                "valid_mean": round(statistics.mean(x["valid_accuracy"] or 0 for x in chosen), 4),
+                "test_mean": round(m, 4), "test_sd": round(sd, 4), "n_test": chosen[0]["n_test"],
+                "grid": {f"lr={lr:g},epochs={ep:g}": {
+                    "valid_mean": round(statistics.mean(x["valid_accuracy"] or 0 for x in v), 4),
+                    "test_mean": round(statistics.mean(x["test_accuracy"] for x in v), 4), "seeds": len(v)}
+                    for (lr, ep), v in sorted(settings.items())},
+            }
+            same = settings.get((same_lr, same_epochs))
+            if same:
+                m2, sd2 = mean_spread([x["test_accuracy"] for x in same])
+                entry["same_settings"][method] = {"lr": same_lr, "epochs": same_epochs, "test_mean": round(m2, 4),
+                                                  "test_sd": round(sd2, 4), "seeds": sorted(x["seed"] for x in same)}
+        for label, table, pick in (("tuned", entry["tuned"], lambda m: chosen_rows.get(m, [])),
+                                   ("same_settings", entry["same_settings"],
+                                    lambda m: [r for r in by_method.get(m, [])
+                                               if (r["lr"], r["epochs"]) == (same_lr, same_epochs)])):
+            base = {r["seed"]: r for r in pick(baseline)}
+            for method, info in table.items():
+                if method == baseline or not base:
+                    continue
+                mine = {r["seed"]: r for r in pick(method)}
+                seeds = sorted(set(base) & set(mine))
+                if not seeds:
+                    continue
+                pairs = [(correctness(mine[s]["run_dir"]), correctness(base[s]["run_dir"])) for s in seeds]
+                info["vs_" + baseline] = {
+                    "diff_mean": round(statistics.mean(mine[s]["test_accuracy"] - base[s]["test_accuracy"]
+                                                       for s in seeds), 4),
+                    "per_seed": {str(s): mcnemar(*p) for s, p in zip(seeds, pairs)},
+                    "pooled": pooled_mcnemar(pairs),
+                }
+        out.append(entry)
+    return {"comparisons": out}
+
+
+def sweep_table(rows: list[dict], dataset: str, sizes: list[int]) -> dict:
+    table: dict[str, dict] = {}
+    for r in rows:
+        if r["dataset"] != dataset or r["n_train"] not in sizes or r["method"] not in SWEEP["methods"]:
+            continue
+        table.setdefault(r["method"], {}).setdefault(r["n_train"], []).append(r)
+    out = {}
+    for method, by_n in table.items():
+        out[method] = {}
+        for n, rs in sorted(by_n.items()):
+            # at each size keep the setting with the best mean validation accuracy
+            settings: dict[tuple, list[dict]] = {}
+            for r in rs:
+                settings.setdefault((r["lr"], r["epochs"]), []).append(r)
+            best = max(settings, key=lambda s: statistics.mean(x["valid_accuracy"] or 0 for x in settings[s]))
+            m, sd = mean_spread([x["test_accuracy"] for x in settings[best]])
+            out[method][n] = {"test_mean": round(m, 4), "test_sd": round(sd, 4), "seeds": len(settings[best]),
+                              "lr": best[0], "epochs": best[1]}
+    return out
+
+
+def plot_sweep(sweep: dict, dataset: str, path: Path) -> bool:
+    if not sweep:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    names = {"standard_ft": "Standard fine-tuning", "dsbs": "Distilling step-by-step"}
+    for method, by_n in sweep.items():
+        ns = sorted(by_n)
+        ax.errorbar(ns, [100 * by_n[n]["test_mean"] for n in ns], yerr=[100 * by_n[n]["test_sd"] for n in ns],
+                    marker="o", capsize=3, label=names.get(method, method))
+    if dataset in PALM_TEST:
+        ax.axhline(PALM_TEST[dataset], ls="--", color="grey", label="PaLM-540B few-shot CoT (teacher)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{dataset}: SmolLM2-135M student")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def write_report(rows: list[dict], args, out_dir: Path) -> dict:
+    analysis = analyse(rows, args.same_lr, args.same_epochs)
+    sweep = sweep_table(rows, args.sweep_dataset, args.sweep_sizes)
+    plotted = plot_sweep(sweep, args.sweep_dataset, out_dir / "quality_sweep.png")
+    summary = {"benchmark": "quality", "git_commit": git_commit(), "student": args.student,
+               "scope": args.scope, "protocol": {"methods": {k: {"method": v[0], "labels": v[1]}
+                                                             for k, v in METHODS.items()},
+                                                 "datasets": DATASETS, "same_settings": {"lr": args.same_lr,
+                                                                                        "epochs": args.same_epochs}},
+               "rows": rows, **analysis, "sweep": {"dataset": args.sweep_dataset, "table": sweep,
+                                                   "plot": "quality_sweep.png" if plotted else None},
+               "paper_t5_base": PAPER_T5_BASE, "palm_teacher_test": PALM_TEST}
+    (out_dir / "quality.json").write_text(json.dumps(summary, indent=1))
+    lines = ["# Quality: distilling step-by-step with a SmolLM2-135M student", ""]
+    if args.scope:
+        lines += [f"**Scope of these results: {args.scope}**", ""]
+    lines += [f"Rows finished: {len(rows)}. Student: `{args.student}`. Teacher: the released PaLM-540B rationales. "
+              "Accuracy in %, mean ± sample standard deviation over seeds (± 0.0 = one seed). "
+              "McNemar p: exact two-sided test on the same test rows vs standard fine-tuning "
+              "(per seed; `pooled` stacks the seeds).", ""]
+    for entry in analysis["comparisons"]:
+        ds, n = entry["dataset"], entry["n_train"]
+        lines += [f"## {ds}, n_train = {size_tag(n)}", "", DATASETS.get(ds, {}).get("note", ""), "",
+                  "| method | tuned lr, epochs | valid | test (tuned) | Δ vs FT, McNemar p | test (same settings: "
+                  f"lr {args.same_lr:g}, {args.same_epochs:g} ep) | Δ vs FT, p | paper T5-base | PaLM teacher |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for method in METHODS:
+            t = entry["tuned"].get(method)
+            if not t:
+                continue
+            s = entry["same_settings"].get(method)
+
+            def delta(info):
+                v = (info or {}).get("vs_standard_ft")
+                if not v:
+                    return "–"
+                ps = ", ".join(f"{x['p_value']:.3g}" for x in v["per_seed"].values())
+                return f"{100 * v['diff_mean']:+.1f} (p {ps}; pooled {v['pooled']['p_value']:.3g})"
+            paper = PAPER_T5_BASE.get(method, {}).get(ds)
+            lines.append(
+                f"| {method} | {t['lr']:g}, {t['epochs']:g} | {pct(t['valid_mean'])} | "
+                f"{pct(t['test_mean'])} ± {100 * t['test_sd']:.1f} (n={t['n_test']}, seeds {t['seeds']}) | "
+                f"{delta(t)} | "
+                + (f"{pct(s['test_mean'])} ± {100 * s['test_sd']:.1f}" if s else "not run") + f" | {delta(s)} | "
+                + (f"{paper:.2f}" if paper else "–") + f" | {PALM_TEST.get(ds, '–')} |")
+        lines += ["", "Grid (validation mean / test mean):", ""]
+        for method, t in entry["tuned"].items():
+            grid = "; ".join(f"{k}: {pct(v['valid_mean'])} / {pct(v['test_mean'])} ({v['seeds']} seeds)"
+                             for k, v in t["grid"].items())
+            lines.append(f"* {method}: {grid}")
+        lines.append("")
+    if sweep:
+        lines += [f"## Data-size sweep ({args.sweep_dataset})", "", "| method | " +
+                  " | ".join(str(n) for n in args.sweep_sizes) + " |", "|---|" + "---|" * len(args.sweep_sizes)]
+        for method, by_n in sweep.items():
+            lines.append(f"| {method} | " + " | ".join(
+                f"{pct(by_n[n]['test_mean'])} ± {100 * by_n[n]['test_sd']:.1f}" if n in by_n else "–"
+                for n in args.sweep_sizes) + " |")
+        if plotted:
+            lines += ["", "![sweep](quality_sweep.png)"]
+        lines.append("")
+    if args.notes:
+        lines += ["## Notes", "", Path(args.notes).read_text().strip(), ""]
+    (out_dir / "quality.md").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--all", action="store_true", help="every dataset, method, the lr x epochs grid, 3 seeds, "
+                    "and the data-size sweep")
+    ap.add_argument("--datasets", nargs="+", default=["svamp"], choices=list(DATASETS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--lrs", nargs="+", type=float, default=[1e-4, 3e-4])
+    ap.add_argument("--epochs", nargs="+", type=float, default=[3.0],
+                    help="epoch budgets of the grid (each run also keeps its best epoch on validation)")
+    ap.add_argument("--train-size", type=int, default=None, help="training rows for every dataset (default: "
+                    "each dataset's protocol size)")
+    ap.add_argument("--valid-size", type=int, default=None)
+    ap.add_argument("--test-size", type=int, default=None, help="cap test rows (default: the preset's)")
+    ap.add_argument("--sweep", action="store_true", help="also run the data-size sweep")
+    ap.add_argument("--sweep-dataset", default=SWEEP["dataset"], choices=list(DATASETS))
+    ap.add_argument("--sweep-sizes", nargs="+", type=int, default=SWEEP["sizes"])
+    ap.add_argument("--sweep-lrs", nargs="+", type=float, default=None)
+    ap.add_argument("--sweep-epochs", type=float, default=None)
+    ap.add_argument("--same-lr", type=float, default=3e-4, help="the same-settings comparison's lr")
+    ap.add_argument("--same-epochs", type=float, default=3.0)
+    ap.add_argument("--student", default="smollm2-135m")
+    ap.add_argument("--threads", type=int, default=None, help="train.num_threads for every run")
+    ap.add_argument("--set", action="append", help="extra config override for every run, e.g. eval.batch_size=16")
+    ap.add_argument("--runs-dir", default=str(REPO / "runs" / "quality"))
+    ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument("--scope", default=None, help="a sentence saying which subset the results cover")
+    ap.add_argument("--notes", default=None, help="a markdown file appended to quality.md")
+    ap.add_argument("--report", action="store_true", help="only rebuild the report from finished rows")
+    ap.add_argument("--dry-run", action="store_true", help="print the cells to run and exit")
+    args = ap.parse_args(argv)
+    if args.all:
+        args.datasets, args.methods, args.sweep = list(DATASETS), list(METHODS), True
+        args.seeds = sorted(set(args.seeds) | {0, 1, 2})
+        args.epochs = sorted(set(args.epochs) | {1.0, 3.0, 5.0})
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "quality.jsonl"
+    rows = load_rows(log)
+    finished = {key_of(r) for r in rows}
+    if not args.report:
+        cells = plan(args)
+        todo = [c for c in cells if (c[0], c[1], METHODS[c[1]][1], c[2], c[3], float(c[4]), float(c[5]))
+                not in finished]
+        print(f"{len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run", flush=True)
+        if args.dry_run:
+            for c in todo:
+                print("  ", c)
+            return
+        for i, (dataset, method, n, seed, lr, epochs) in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {dataset} {method} n={size_tag(n)} seed={seed} lr={lr:g} epochs={epochs:g}",
+                  flush=True)
+            row = run_one(dataset, method, n, seed, lr, epochs, args)
+            rows.append(row)
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(f"   test {row['test_accuracy']:.3f} valid {row['valid_accuracy']} ({row['wall_s']} s)", flush=True)
+            write_report(rows, args, out_dir)
+    write_report(rows, args, out_dir)
+    print(f"wrote {out_dir / 'quality.json'} and {out_dir / 'quality.md'} ({len(rows)} rows)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

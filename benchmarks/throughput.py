@@ -1,0 +1,528 @@
+"""Training-step throughput of the student vs the official implementation's step, and prediction speed.
+
+    python benchmarks/throughput.py                      # SmolLM2-135M, real SVAMP rows, batch 8 (a few minutes)
+    python benchmarks/throughput.py --student tiny-random-llama --steps 2 --out /tmp/t.json   # smoke run
+
+Writes benchmarks/results/throughput.json. Every variant takes its training step (forward, backward, clip,
+AdamW step) on the same batches, interleaved round by round in one process, after warm-up rounds; the
+speed-up is the median over rounds of (reference seconds / variant seconds) on the same batch, which keeps
+the ratio honest on a shared, noisy machine. Loss equality is checked on the first batch before any step,
+with gradients for the default path. FLOP counts are estimates of the matmul work each variant executes
+(padding included): 2 (forward) + 2 (input gradients) + 2 (weight gradients, when trained) FLOPs per weight
+per token, the same for the logits of each position where they are computed, plus attention scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_step import reference_loss, task_prefix_batches  # noqa: E402
+
+from stepdistill.config import load_config  # noqa: E402
+from stepdistill.student.data import build_training_data  # noqa: E402
+from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK  # noqa: E402
+from stepdistill.student.models import load_pretrained  # noqa: E402
+from stepdistill.student.shared import SharedInputLoss, collate_shared, shared_feature, suffix_feature  # noqa: E402
+from stepdistill.student.train import StudentWithLoss  # noqa: E402
+from stepdistill.student.views import collate, epoch_batches  # noqa: E402
+from stepdistill.tasks import get_task, load_splits  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ALPHA = 0.5
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def matmul_peak(threads: int, n: int = 2048, dtype=torch.float32, reps: int = 5) -> float:
+    """Best-of-``reps`` FLOP/s of an n x n @ n x n matmul at ``threads`` threads."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    torch.set_num_threads(old)
+    return 2 * n ** 3 / best
+
+
+class Bench:
+    """The model, data and batches every variant shares."""
+
+    def __init__(self, args):
+        self.args = args
+        task = get_task(args.task)
+        cfg_path = REPO / "configs" / f"{args.task}-smollm2.yaml"
+        self.cfg = load_config(cfg_path, [f"student.name={args.student}"])
+        splits = load_splits(task, args.data_dir or self.cfg.data.data_dir, seed=self.cfg.train.seed, with_test=False)
+        torch.manual_seed(0)
+        self.model, self.tok = load_pretrained("causal", args.student)
+        self.model.train()
+        s = self.cfg.student
+        data = build_training_data(self.cfg, task, splits.train, self.tok)
+        # examples with both views (the official code has a rationale for every row)
+        keep = [i for i, ids in enumerate(data.by_example) if len(ids) == 2]
+        self.examples = [data.examples[i] for i in keep]
+        self.features = [[data.features[f] for f in data.by_example[i]] for i in keep]
+        lengths = [sum(len(f.input_ids) for f in fs) for fs in self.features]
+        rounds = args.warmup + args.steps
+        self.random_batches = epoch_batches(len(keep), lengths, args.batch_size, 0, 0, False)[:rounds]
+        self.grouped_batches = epoch_batches(len(keep), lengths, args.batch_size, 0, 0, True)[:rounds]
+        self.suffix = [[suffix_feature(self.tok, "label", ex.input, ex.label, s.max_input_tokens, s.max_label_tokens,
+                                       LABEL_TASK, j),
+                        suffix_feature(self.tok, "rationale", ex.input, ex.teacher_rationale, s.max_input_tokens,
+                                       s.max_rationale_tokens, RATIONALE_TASK, j)]
+                       for j, ex in enumerate(self.examples)]
+        self.shared = [shared_feature(self.tok, ex.input, ex.label, ex.teacher_rationale, s.max_input_tokens,
+                                      s.max_label_tokens, s.max_rationale_tokens, j)
+                       for j, ex in enumerate(self.examples)]
+        self.epoch_padding = {
+            "random": padding_stats(self.features, self.shared,
+                                    epoch_batches(len(keep), lengths, args.batch_size, 0, 0, False)),
+            "length_grouped": padding_stats(self.features, self.shared,
+                                            epoch_batches(len(keep), lengths, args.batch_size, 0, 0, True)),
+        }
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
+        cfgm = self.model.config
+        self.hidden, self.vocab, self.layers = cfgm.hidden_size, cfgm.vocab_size, cfgm.num_hidden_layers
+        emb = self.model.get_input_embeddings().weight
+        self.linear_params = sum(p.numel() for p in self.model.parameters() if p.dim() == 2 and p is not emb)
+        self.total_params = sum(p.numel() for p in self.model.parameters())
+        self._lora = None
+
+    def lora_model(self):
+        if self._lora is None:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(copy.deepcopy(self.model), LoraConfig(
+                r=self.args.lora_r, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+            model.train()
+            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+            self._lora = (model, opt)
+        return self._lora
+
+
+def padding_stats(features, shared, batches) -> dict:
+    """Tokens processed per example (padding included) by the concatenated pass, the two-pass reference and
+    the shared-input pass over one epoch of ``batches``."""
+    real = concat = two = sh = 0
+    for b in batches:
+        sh += len(b) * max(len(shared[e].input_ids) for e in b)
+        feats = [f for e in b for f in features[e]]
+        real += sum(len(f.input_ids) for f in feats)
+        concat += len(feats) * max(len(f.input_ids) for f in feats)
+        for task in (LABEL_TASK, RATIONALE_TASK):
+            fs = [f for f in feats if f.task == task]
+            if fs:
+                two += len(fs) * max(len(f.input_ids) for f in fs)
+    n = sum(len(b) for b in batches)
+    return {"examples": n, "real_tokens_per_example": round(real / n, 1),
+            "concat_pass_tokens_per_example": round(concat / n, 1),
+            "two_pass_tokens_per_example": round(two / n, 1),
+            "shared_pass_tokens_per_example": round(sh / n, 1)}
+
+
+def flops(bench: Bench, rows: list[tuple[int, int]], logit_rows: int, train_linear: bool, train_head: bool) -> float:
+    """Estimated matmul FLOPs of one training step. ``rows``: (batch, padded width) of each forward."""
+    h = bench.hidden
+    tokens = sum(b * t for b, t in rows)
+    lin = (4 + 2 * train_linear) * bench.linear_params * tokens
+    head = (4 + 2 * train_head) * h * bench.vocab * logit_rows
+    attn = 3 * 4 * bench.layers * h * sum(b * t * t for b, t in rows)  # QK^T and AV, forward + backward
+    return lin + head + attn
+
+
+# ---- variants: each returns (inputs builder, loss fn, step fn, flop counter) --------------------------
+
+def _step(loss, params, optimizer):
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def make_variants(bench: Bench) -> dict:
+    m, tok, pad = bench.model, bench.tok, bench.tok.pad_token_id
+    params = list(m.parameters())
+
+    def feats(batch):
+        return [f for e in batch for f in bench.features[e]]
+
+    def n_targets(labels):
+        return int((labels[:, 1:] != -100).sum())
+
+    def reference():
+        def build(batch):
+            return task_prefix_batches(feats(batch), pad)
+
+        def loss(x):
+            return reference_loss(m, x, ALPHA)
+
+        def count(x):
+            rows = [tuple(v["input_ids"].shape) for v in x.values()]
+            return flops(bench, rows, sum(b * t for b, t in rows), True, True), rows
+        return build, loss, count
+
+    def split_target_only():  # two passes, logits at target positions only
+        wrapper = StudentWithLoss(m, "causal", ALPHA)
+
+        def build(batch):
+            fs = feats(batch)
+            return [collate([f for f in fs if f.task == t], pad, "causal") for t in (LABEL_TASK, RATIONALE_TASK)]
+
+        def loss(x):
+            a, b = wrapper(**x[0]), wrapper(**x[1])
+            return {"loss": ALPHA * a["loss"] + (1 - ALPHA) * b["loss"], "label_loss": a["label_loss"],
+                    "rationale_loss": b["rationale_loss"]}
+
+        def count(x):
+            rows = [tuple(v["input_ids"].shape) for v in x]
+            return flops(bench, rows, sum(n_targets(v["labels"]) for v in x), True, True), rows
+        return build, loss, count
+
+    def ours(target_only=True, grouped=False, freeze=False, threads=None, lora=False, bf16=False):
+        model = bench.lora_model()[0] if lora else m
+        wrapper = StudentWithLoss(model, "causal", ALPHA, target_logits_only=target_only)
+
+        def build(batch):
+            return collate(feats(batch), pad, "causal")
+
+        def loss(x):
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+            with ctx:
+                return wrapper(**x)
+
+        def count(x):
+            rows = [tuple(x["input_ids"].shape)]
+            logit_rows = n_targets(x["labels"]) if target_only else rows[0][0] * rows[0][1]
+            return flops(bench, rows, logit_rows, not lora, not (lora or freeze)), rows
+        return build, loss, count
+
+    def shared():
+        wrapper = SharedInputLoss(m, ALPHA)
+
+        def build(batch):
+            return collate_shared([bench.shared[e] for e in batch], pad)
+
+        def loss(x):
+            return wrapper(**x)
+
+        def count(x):
+            rows = [tuple(x["input_ids"].shape)]
+            return flops(bench, rows, n_targets(x["labels"]), True, True), rows
+        return build, loss, count
+
+    V = {
+        "reference": dict(make=reference, note="official TaskPrefixTrainer step: two passes, full-vocabulary "
+                          "logits everywhere, prefix layout"),
+        "split+target_logits": dict(make=split_target_only, note="two passes, logits only at target positions"),
+        "concat+full_logits": dict(make=lambda: ours(target_only=False), note="one concatenated pass (both views "
+                                   "padded together), full logits"),
+        "ours": dict(make=ours, note="StudentWithLoss default: one concatenated pass, target-only logits"),
+        "ours+length_grouping": dict(make=lambda: ours(), grouped=True,
+                                     note="ours on length-grouped batches (other examples; see epoch_padding)"),
+        "ours+freeze_embeddings": dict(make=lambda: ours(freeze=True), freeze=True,
+                                       note="student.freeze_embeddings (tied: the LM head is frozen too)"),
+        "ours+lora": dict(make=lambda: ours(lora=True), lora=True,
+                          note=f"student.lora_r={bench.args.lora_r}, all linear layers"),
+        "ours+1_thread": dict(make=ours, threads=1, note="train.num_threads=1 (default: the --threads value)"),
+        "ours+bf16_autocast": dict(make=lambda: ours(bf16=True), note="bf16 autocast (not exact; loss diff shown)"),
+        "shared": dict(make=shared, note="shared-input single pass, suffix layout, block mask (student/shared.py; "
+                       "benchmark only: trained models use the prefix layout)"),
+        "shared+freeze_embeddings": dict(make=shared, freeze=True, note="shared-input pass + frozen embeddings"),
+    }
+    return V
+
+
+def check_equality(bench: Bench, variants: dict, built: dict) -> dict:
+    """Losses of every variant on batch 0 before any step, and the gradient match of ours vs reference."""
+    m = bench.model
+    batch = bench.random_batches[0]
+    out = {"batch_examples": len(batch)}
+    ref = None
+    results = {}
+    with torch.no_grad():
+        for name, (build, loss, _) in built.items():
+            if variants[name].get("grouped"):
+                continue
+            val = {k: float(v) for k, v in loss(build(batch)).items()}
+            results[name] = val
+    ref = results["reference"]
+    for name, val in results.items():
+        results[name] = {**{k: round(v, 6) for k, v in val.items()},
+                         "abs_diff_vs_reference": {k: abs(val[k] - ref[k]) for k in val}}
+    out["losses"] = results
+    # the shared pass uses another layout: compare it with the two separate views of that layout
+    if "shared" in built:
+        wrapper = StudentWithLoss(m, "causal", ALPHA)
+        with torch.no_grad():
+            two = wrapper(**collate([f for e in batch for f in bench.suffix[e]], bench.tok.pad_token_id, "causal"))
+        two = {k: float(v) for k, v in two.items()}
+        out["shared_vs_two_suffix_views"] = {k: abs(results["shared"][k] - two[k]) for k in two}
+        out["suffix_layout_two_view_losses"] = {k: round(v, 6) for k, v in two.items()}
+    # gradients: reference vs ours
+    for name in ("reference", "ours"):
+        build, loss, _ = built[name]
+        m.zero_grad(set_to_none=True)
+        loss(build(batch))["loss"].backward()
+        if name == "reference":
+            ref_grads = [p.grad.clone() for p in m.parameters()]
+    diff = max(float((p.grad - g).abs().max()) for p, g in zip(m.parameters(), ref_grads))
+    scale = max(float(g.abs().max()) for g in ref_grads)
+    rel = (sum(float((p.grad - g).pow(2).sum()) for p, g in zip(m.parameters(), ref_grads))
+           / sum(float(g.pow(2).sum()) for g in ref_grads)) ** 0.5
+    m.zero_grad(set_to_none=True)
+    out["grad_ours_vs_reference"] = {"max_abs_diff": diff, "max_abs_grad": scale, "relative_l2_diff": rel}
+    return out
+
+
+def time_training(bench: Bench, names: list[str]) -> dict:
+    args = bench.args
+    variants = make_variants(bench)
+    built = {n: variants[n]["make"]() for n in names}
+    equality = check_equality(bench, variants, built)
+    print(json.dumps(equality, indent=1), flush=True)
+    times = {n: [] for n in names}
+    counts = {n: [] for n in names}
+    losses = {n: [] for n in names}
+    emb = bench.model.get_input_embeddings().weight
+    rounds = args.warmup + args.steps
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate so no variant always runs first
+        for name in order:
+            spec = variants[name]
+            build, loss_fn, count = built[name]
+            batch = (bench.grouped_batches if spec.get("grouped") else bench.random_batches)[r]
+            if spec.get("lora"):
+                model, opt = bench.lora_model()
+            else:
+                model, opt = bench.model, bench.optimizer
+            params = [p for p in model.parameters() if p.requires_grad]
+            if spec.get("freeze"):
+                emb.requires_grad_(False)
+                params = [p for p in params if p is not emb]
+            if spec.get("threads"):
+                torch.set_num_threads(spec["threads"])
+            t0 = time.perf_counter()
+            x = build(batch)
+            out = loss_fn(x)
+            _step(out["loss"], params, opt)
+            dt = time.perf_counter() - t0
+            torch.set_num_threads(args.threads)
+            emb.requires_grad_(True)
+            if r >= args.warmup:
+                times[name].append(dt)
+                counts[name].append(count(x))
+                losses[name].append(round(float(out["loss"]), 5))
+            print(f"round {r} {name}: {dt:.2f}s", flush=True)
+    peak = matmul_peak(args.threads)
+    results = {}
+    for name in names:
+        ts = times[name]
+        med = statistics.median(ts)
+        fl = [c[0] for c in counts[name]]
+        n_ex = [len((bench.grouped_batches if variants[name].get("grouped") else bench.random_batches)[r])
+                for r in range(args.warmup, rounds)]
+        ratios = [tr / t for tr, t in zip(times["reference"], ts)] if "reference" in times else []
+        results[name] = {
+            "note": variants[name]["note"],
+            "seconds_per_step": [round(t, 3) for t in ts],
+            "median_seconds": round(med, 3),
+            "examples_per_s": round(sum(n_ex) / sum(ts), 3),
+            "speedup_vs_reference": round(statistics.median(ratios), 3) if ratios else None,
+            "speedup_per_round": [round(x, 3) for x in ratios],
+            "rows_x_width_per_forward": [c[1] for c in counts[name]],
+            "est_gflop_per_step": round(statistics.mean(fl) / 1e9, 1),
+            "achieved_gflop_s": round(sum(fl) / sum(ts) / 1e9, 2),
+            "fraction_of_measured_peak": round(sum(fl) / sum(ts) / peak, 3),
+            "loss_per_step": losses[name],
+        }
+    return {"equality_on_batch_0": equality, "variants": results, "matmul_peak_gflop_s": round(peak / 1e9, 2),
+            "matmul_peak_bf16_gflop_s": round(matmul_peak(args.threads, dtype=torch.bfloat16) / 1e9, 2)}
+
+
+# ---- torch.compile, in a child process with a time limit ---------------------------------------------
+
+def compile_child(args) -> None:
+    bench = Bench(args)
+    wrapper = StudentWithLoss(bench.model, "causal", ALPHA)
+    compiled = torch.compile(wrapper, dynamic=True)
+    out = {}
+    for r in range(args.warmup + args.steps):
+        x = collate([f for e in bench.random_batches[r] for f in bench.features[e]], bench.tok.pad_token_id, "causal")
+        t0 = time.perf_counter()
+        loss = compiled(**x)["loss"]
+        _step(loss, list(bench.model.parameters()), bench.optimizer)
+        dt = time.perf_counter() - t0
+        out.setdefault("seconds_per_step", []).append(round(dt, 2))
+        print(f"compiled round {r}: {dt:.1f}s", flush=True)
+        Path(args.out).write_text(json.dumps(out))
+
+
+def run_compile(args) -> dict:
+    tmp = Path(args.out).with_suffix(".compile.json")
+    cmd = [sys.executable, __file__, "--compile-child", "--student", args.student, "--task", args.task,
+           "--warmup", str(args.warmup), "--steps", str(args.steps), "--threads", str(args.threads),
+           "--batch-size", str(args.batch_size), "--out", str(tmp)]
+    t0 = time.time()
+    try:
+        proc = subprocess.run(cmd, timeout=args.compile_timeout, capture_output=True, text=True)
+        status = "ok" if proc.returncode == 0 else f"failed (rc {proc.returncode}): {proc.stderr.strip()[-400:]}"
+    except subprocess.TimeoutExpired:
+        status = f"did not finish within {args.compile_timeout}s (compile + {args.warmup + args.steps} steps)"
+    res = json.loads(tmp.read_text()) if tmp.is_file() else {}
+    tmp.unlink(missing_ok=True)
+    return {"status": status, "wall_s": round(time.time() - t0, 1), **res,
+            "note": "first step includes compilation; later steps with new shapes may recompile (dynamic=True)"}
+
+
+# ---- prediction ------------------------------------------------------------------------------------
+
+def prediction(args) -> dict:
+    from stepdistill.student import Student
+    from stepdistill.student.train import student_meta
+
+    torch.set_num_threads(args.threads)
+    out = {}
+    run = Path(args.run_dir) if args.run_dir else None
+    if run and (run / "model").is_dir():
+        student = Student.load(run)
+        out["student_source"] = f"trained run {run}"
+    else:
+        cfg = load_config(REPO / "configs" / f"{args.task}-smollm2.yaml", [f"student.name={args.student}"])
+        model, tok = load_pretrained("causal", args.student)
+        model.eval()
+        student = Student(model, tok, student_meta(cfg, get_task(args.task)))
+        out["student_source"] = f"untrained {args.student} (no trained run found at {run}); generation may run " \
+                                "to the full label budget, so this is a pessimistic speed"
+    task = student.task
+    rows = load_splits(task, args.data_dir, seed=42).test[:args.predict_rows]
+    inputs = [ex.input for ex in rows]
+    student.predict(inputs[:4], batch_size=4)  # warm-up
+    t0 = time.perf_counter()
+    preds = student.predict(inputs, batch_size=args.predict_batch)
+    dt = time.perf_counter() - t0
+    out["batched"] = {"task": task.name, "rows": len(inputs), "batch_size": args.predict_batch,
+                      "examples_per_s": round(len(inputs) / dt, 2),
+                      "accuracy_on_these_rows": round(sum(task.is_correct(p["label"], ex)
+                                                          for p, ex in zip(preds, rows)) / len(rows), 3)}
+    lat = []
+    for text in inputs[:args.latency_rows]:
+        t0 = time.perf_counter()
+        student.predict([text], batch_size=1)
+        lat.append(time.perf_counter() - t0)
+    lat.sort()
+    q = statistics.quantiles(lat, n=20, method="inclusive")
+    out["batch_1_latency_ms"] = {"rows": len(lat), "p50": round(statistics.median(lat) * 1000, 1),
+                                 "p95": round(q[18] * 1000, 1)}
+    # classification: score each candidate in one forward vs generate, on e-SNLI rows
+    esnli = get_task("esnli")
+    cfg = load_config(REPO / "configs" / "esnli-smollm2.yaml", [f"student.name={args.student}"])
+    erows = load_splits(esnli, args.data_dir, seed=42, test_size=1000).test[:args.predict_rows]
+    cls = Student(student.model, student.tokenizer, student_meta(cfg, esnli), esnli)
+    einputs = [ex.input for ex in erows]
+    res = {"rows": len(einputs), "batch_size": args.predict_batch,
+           "student": "the same weights (not trained on e-SNLI: accuracy is not meaningful, speed is)"}
+    for mode in ("generate", "score"):
+        cls.predict(einputs[:4], batch_size=4, scoring=mode)
+        t0 = time.perf_counter()
+        p = cls.predict(einputs, batch_size=args.predict_batch, scoring=mode)
+        dt = time.perf_counter() - t0
+        res[mode] = {"examples_per_s": round(len(einputs) / dt, 2),
+                     "valid_labels": sum(x["label"] is not None for x in p),
+                     "accuracy": round(sum(esnli.is_correct(x["label"], ex) for x, ex in zip(p, erows)) / len(erows), 3)}
+        lat = []
+        for text in einputs[:args.latency_rows]:
+            t0 = time.perf_counter()
+            cls.predict([text], batch_size=1, scoring=mode)
+            lat.append(time.perf_counter() - t0)
+        res[mode]["batch_1_p50_ms"] = round(statistics.median(lat) * 1000, 1)
+    res["score_speedup"] = round(res["score"]["examples_per_s"] / res["generate"]["examples_per_s"], 2)
+    out["esnli_label_scoring"] = res
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", default="smollm2-135m")
+    ap.add_argument("--task", default="svamp", choices=["svamp", "cqa", "esnli", "anli1"])
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--only", nargs="*", help="variants to time (reference is always included)")
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-predict", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="also try torch.compile in a child process")
+    ap.add_argument("--compile-timeout", type=int, default=300)
+    ap.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--run-dir", default=str(REPO / "runs" / "real-svamp-smollm2-200"))
+    ap.add_argument("--predict-rows", type=int, default=64)
+    ap.add_argument("--predict-batch", type=int, default=32)
+    ap.add_argument("--latency-rows", type=int, default=20)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "throughput.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.compile_child:
+        return compile_child(args)
+    out_path = Path(args.out)
+    old = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    result = {"benchmark": "throughput", "git_commit": git_commit(), "student": args.student, "task": args.task,
+              "batch_size": args.batch_size, "warmup_rounds": args.warmup, "timed_rounds": args.steps,
+              "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+              "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(),
+              "note": "the machine was shared with other jobs; compare the interleaved ratios, not absolute times"}
+    if not args.skip_train:
+        bench = Bench(args)
+        result["model"] = {"params": bench.total_params, "linear_params_excl_embedding": bench.linear_params,
+                           "hidden": bench.hidden, "vocab": bench.vocab, "layers": bench.layers}
+        result["epoch_padding"] = bench.epoch_padding
+        names = list(make_variants(bench))
+        if args.only:
+            names = ["reference"] + [n for n in names if n in args.only and n != "reference"]
+        result["training"] = time_training(bench, names)
+        del bench
+    else:
+        result["training"] = old.get("training")
+    if args.compile:
+        result["torch_compile"] = run_compile(args)
+    elif old.get("torch_compile"):
+        result["torch_compile"] = old["torch_compile"]
+    if not args.skip_predict:
+        result["prediction"] = prediction(args)
+    elif old.get("prediction"):
+        result["prediction"] = old["prediction"]
+    result["load_average_at_end"] = os.getloadavg()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "training"}, indent=1))
+    if result.get("training"):
+        for name, v in result["training"]["variants"].items():
+            print(f"{name:28s} {v['examples_per_s']:8.3f} ex/s  x{v['speedup_vs_reference']}  "
+                  f"{v['achieved_gflop_s']} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

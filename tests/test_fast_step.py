@@ -1,0 +1,74 @@
+"""The shared-input single pass (student/shared.py) equals the two separate suffix-layout views."""
+
+import torch
+
+from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK
+from stepdistill.student.models import load_pretrained
+from stepdistill.student.shared import (SharedInputLoss, collate_shared, shared_feature, suffix_feature)
+from stepdistill.student.train import StudentWithLoss
+from stepdistill.student.views import collate
+
+ROWS = [(f"Tom has {i} apples and gets {i + 2} more.\nHow many apples?" + " Really." * (i % 3),
+         f"({i} + {i + 2})", f"Tom had {i} apples. He got {i + 2} more." + " So." * i if i != 3 else None)
+        for i in range(1, 6)]
+
+
+def _setup():
+    model, tok = load_pretrained("causal", "tiny-random-llama")
+    model.eval()
+    two = []
+    for j, (text, label, rationale) in enumerate(ROWS):
+        two.append(suffix_feature(tok, "label", text, label, 64, 16, LABEL_TASK, j))
+        if rationale is not None:
+            two.append(suffix_feature(tok, "rationale", text, rationale, 64, 48, RATIONALE_TASK, j))
+    shared = [shared_feature(tok, t, l, r, 64, 16, 48, j) for j, (t, l, r) in enumerate(ROWS)]
+    return model, tok, two, shared
+
+
+def test_shared_pass_equals_two_views_loss_and_gradients():
+    model, tok, two, shared = _setup()
+    ref = StudentWithLoss(model, "causal", 0.3)(**collate(two, tok.pad_token_id, "causal"))
+    ref["loss"].backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    out = SharedInputLoss(model, 0.3)(**collate_shared(shared, tok.pad_token_id))
+    out["loss"].backward()
+    for key in ("loss", "label_loss", "rationale_loss"):
+        assert torch.allclose(out[key], ref[key], atol=1e-5), key
+    for g, r in zip((p.grad for p in model.parameters()), ref_grads):
+        assert torch.allclose(g, r, atol=1e-5)
+
+
+def test_rationale_segment_cannot_see_the_label_segment():
+    model, tok, _, shared = _setup()
+    loss = SharedInputLoss(model, 0.5)
+    base = loss(**collate_shared(shared, tok.pad_token_id))
+    other = [shared_feature(tok, t, "(999 * 7 - 3)", r, 64, 16, 48, j) for j, (t, _, r) in enumerate(ROWS)]
+    changed = loss(**collate_shared(other, tok.pad_token_id))
+    assert torch.allclose(base["rationale_loss"], changed["rationale_loss"], atol=1e-6)
+    assert not torch.allclose(base["label_loss"], changed["label_loss"], atol=1e-4)
+
+
+def test_score_labels_matches_separate_forwards_and_predict_option():
+    from stepdistill.student.predict import Student
+    from stepdistill.student.views import prompt_ids, target_ids
+    from stepdistill.tasks import get_task
+
+    model, tok = load_pretrained("causal", "tiny-random-llama")
+    model.eval()
+    task = get_task("esnli")
+    meta = {"family": "causal", "method": "dsbs", "task": "esnli", "max_input_tokens": 64, "max_label_tokens": 8}
+    student = Student(model, tok, meta, task)
+    texts = ["Premise: A man plays.\nHypothesis: A man sleeps.", "Premise: Dogs run.\nHypothesis: Animals move."]
+    got = student.score_labels(texts, batch_size=2)
+    for text, res in zip(texts, got):
+        prompt = prompt_ids(tok, "causal", "label", text, 64)
+        for cand, score in res["scores"].items():
+            tgt = target_ids(tok, "causal", cand, 8)
+            ids = torch.tensor([prompt + tgt])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=ids).logits[0, len(prompt) - 1:-1].float(), -1)
+            expected = float(logp.gather(1, torch.tensor(tgt)[:, None]).sum())
+            assert abs(score - expected) < 1e-4
+        assert res["label"] == max(res["scores"], key=res["scores"].get)
+    assert [p["label"] for p in student.predict(texts, scoring="score")] == [r["label"] for r in got]
