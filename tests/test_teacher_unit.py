@@ -30,6 +30,7 @@ def test_builtin_exemplars_load_and_answer_in_fixed_form(name):
     assert prompt.messages[-1] == {"role": "user", "content": "NEW INPUT"}
     assert len(prompt.messages) == 2 + 2 * len(template.exemplars)
     assert template.hash == build_template(get_task(name)).hash and len(template.hash) == 16
+    assert template.hash_for("chat") != template.hash_for("completion")
     # every exemplar's own answer parses back to its label with our parser
     task = get_task(name)
     for e in template.exemplars:

@@ -186,7 +186,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     external = backend.prompt_text()
     if external is None:
         template = build_template(task, cfg.exemplars)
-        prompt_text, prompt_hash = template.text(), template.hash
+        prompt_text, prompt_hash = template.text(cfg.teacher.mode), template.hash_for(cfg.teacher.mode)
         if not template.exemplars:
             log(f"warning: task '{task.name}' has no teacher exemplars, so the prompt is zero-shot; for better "
                 "parse rates add `exemplars: FILE` to its YAML (JSONL: the input fields, 'rationale', 'label') "

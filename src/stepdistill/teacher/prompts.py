@@ -80,13 +80,17 @@ class PromptTemplate:
         messages.append({"role": "user", "content": input_text})
         return Prompt(text=text, messages=tuple(messages))
 
-    def text(self) -> str:
-        """The full template (the header and the query format) as recorded with the outputs."""
-        return f"[{PROMPT_VERSION}]\n" + self.header() + "Q: {input}\nA:"
+    def text(self, mode: str = "completion") -> str:
+        """The full template (version, mode, header and query format) as recorded with the outputs; in chat
+        mode the instruction is the system turn and each exemplar a user/assistant pair."""
+        return f"[{PROMPT_VERSION}; {mode}]\n" + self.header() + "Q: {input}\nA:"
+
+    def hash_for(self, mode: str = "completion") -> str:
+        return hashlib.sha256(self.text(mode).encode("utf-8")).hexdigest()[:16]
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.text().encode("utf-8")).hexdigest()[:16]
+        return self.hash_for("completion")
 
 
 def display_answer(task: Task, label: str, row: Mapping[str, Any]) -> str:
