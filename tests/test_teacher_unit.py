@@ -231,3 +231,18 @@ def test_cli_teachers_and_extract(tmp_path, capsys, fake_teacher):
     assert code == 0 and "5/5 answers stored" in out and "parse rate 80.0%" in out
     assert cli_main(["extract", "--task", str(spec), "--teacher", "nope", "--out", str(tmp_path / "o")]) == 2
     assert "unknown backend 'nope'" in capsys.readouterr().err
+
+
+def test_transformers_backend_batches_a_tiny_local_model(tmp_path):
+    pytest.importorskip("stepdistill.student.models")
+    spec = write_task(tmp_path / "t", n=5)
+    settings = TeacherSettings(backend="transformers", model="tiny-random-llama", mode="completion", max_tokens=6,
+                               batch_size=2)
+    result = run(ExtractConfig(task=str(spec), teacher=settings, out=str(tmp_path / "o")), progress=False)
+    report = result.report
+    assert report["rows"] == 5 and report["failed_this_run"] == 0
+    # a random model never reaches an answer: every row is kept, raw text and all, and marked as such
+    assert report["status"]["ok"] == 0 and report["status"]["truncated"] + report["status"]["unparsable"] == 5
+    assert report["completion_tokens"] > 0
+    rows = [json.loads(line) for line in result.export.read_text().splitlines()]
+    assert len(rows) == 5 and not any(r["teacher_parse_ok"] for r in rows)

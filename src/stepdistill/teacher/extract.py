@@ -54,7 +54,7 @@ class ExtractConfig:
     samples: int = 1
     """Rationales per input (self-consistency); > 1 needs a temperature > 0."""
     out: str | None = None
-    """Output folder; default runs/teacher/<task>."""
+    """Output folder; default runs/teacher/<task name>."""
     store: str | None = None
     """SQLite store path; default <out>/rationales.sqlite."""
     exemplars: str | None = None
@@ -64,12 +64,11 @@ class ExtractConfig:
     teacher_id: str | None = None
     """Name of the teacher in the store key (default: backend:model)."""
 
-    def out_dir(self) -> Path:
-        name = Path(self.task).stem if self.task.endswith((".yaml", ".yml")) else self.task
-        return Path(self.out or f"runs/teacher/{name}")
+    def out_dir(self, task_name: str) -> Path:
+        return Path(self.out or f"runs/teacher/{task_name}")
 
-    def store_path(self) -> Path:
-        return Path(self.store) if self.store else self.out_dir() / "rationales.sqlite"
+    def store_path(self, task_name: str) -> Path:
+        return Path(self.store) if self.store else self.out_dir(task_name) / "rationales.sqlite"
 
 
 @dataclass(frozen=True)
@@ -197,11 +196,11 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
         template = None
         prompt_text, prompt_hash = external, hashlib.sha256(external.encode()).hexdigest()[:16]
     teacher = cfg.teacher_id or backend.identity()
-    out_dir = cfg.out_dir()
+    out_dir = cfg.out_dir(task.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "prompt.txt").write_text(prompt_text, encoding="utf-8")
 
-    with RationaleStore(cfg.store_path()) as store:
+    with RationaleStore(cfg.store_path(task.name)) as store:
         store.add_prompt(prompt_hash, task.name, prompt_text)
         store.add_teacher(teacher, cfg.teacher.public())
         have = store.stored_keys(task.name, prompt_hash, teacher)
@@ -214,7 +213,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
                                     seed=job_seed(cfg.teacher.seed, ex.id, s)))
         total = len(examples) * cfg.samples
         log(f"teacher {teacher} on {task.name}/{cfg.split}: {len(examples)} examples x {cfg.samples} sample(s); "
-            f"{total - len(jobs)} stored, {len(jobs)} to ask; prompt {prompt_hash}; store {cfg.store_path()}")
+            f"{total - len(jobs)} stored, {len(jobs)} to ask; prompt {prompt_hash}; store {cfg.store_path(task.name)}")
         bar = Progress(total, total - len(jobs), enabled=progress)
         key = {"task": task.name, "prompt_hash": prompt_hash, "teacher": teacher}
         t0 = time.monotonic()
@@ -236,7 +235,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     export_path = out_dir / "rationales.jsonl"
     write_jsonl(export_path, export_rows)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return ExtractResult(out_dir=out_dir, store=cfg.store_path(), export=export_path, report=report)
+    return ExtractResult(out_dir=out_dir, store=cfg.store_path(task.name), export=export_path, report=report)
 
 
 # ---- votes, report, export -------------------------------------------------------------------------
