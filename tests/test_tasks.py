@@ -124,3 +124,11 @@ def test_custom_spec_problems_are_gathered(tmp_path):
     with pytest.raises(ConfigError) as err:
         get_task(str(path))
     assert "unknown type 'regression'" in str(err.value) and "unknown key 'colour'" in str(err.value)
+
+
+def test_unquoted_yes_no_labels_get_a_clear_error(tmp_path):
+    path = tmp_path / "task.yaml"
+    path.write_text("name: t\ntype: classification\nlabels: [yes, no]\ninput_template: '{text}'\n"
+                    "files: {train: train.jsonl}\n")
+    with pytest.raises(ConfigError, match="quote the labels"):
+        get_task(str(path))

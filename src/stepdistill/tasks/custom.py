@@ -55,6 +55,9 @@ def load_task_spec(path: str | Path) -> Task:
         problems.append(f"{path}: unknown type '{kind}'; known: {', '.join(ANSWER_TYPES.names())}")
     if kind == "classification" and not spec.get("labels"):
         problems.append(f"{path}: type 'classification' needs a non-empty 'labels' list")
+    elif kind == "classification" and any(isinstance(x, bool) for x in spec["labels"]):
+        problems.append(f"{path}: 'labels' holds a YAML boolean (yes/no/true/false/on/off are read as booleans); "
+                        "quote the labels, e.g. labels: [\"yes\", \"no\"]")
     files = spec.get("files") or {}
     if not isinstance(files, dict) or "train" not in files:
         problems.append(f"{path}: 'files' must be a mapping with at least 'train'")
