@@ -4,6 +4,9 @@ beside the repository (where CI puts it)."""
 from __future__ import annotations
 
 import os
+
+# Before torch is imported: spinning OpenMP threads slow torch down many times on shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import pytest
