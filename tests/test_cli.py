@@ -155,3 +155,24 @@ def test_tasks_and_students_commands(capsys, data_dir):
     assert "svamp" in out and "train inputs are not available" in out
     assert main(["students"]) == 0
     assert "smollm2-135m" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, data_dir):
+    args = ["configs/tiny-causal.yaml", "--set", "train.epochs=4", "--set", "train.eval_every=1000",
+            "--set", "train.checkpoint_every=null"]
+    run = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "stepdistill", "train", *args, "-o", str(run)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run / "train_log.jsonl"
+    deadline = time.time() + 300
+    while not (log.is_file() and log.read_text().strip()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "continue with --resume" in out + err
+    step = json.loads((run / "checkpoint" / "state.json").read_text())["state"]["step"]
+    assert 1 <= step < 24
+    _cli("train", *args, "-o", str(run), "--resume")
+    assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 24

@@ -101,8 +101,8 @@ class TrainConfig:
     """Stop after this many validations without improvement; None = never stop early."""
     select_by: str = "accuracy"
     """Checkpoint selection on the validation split: accuracy (generation) or loss."""
-    checkpoint_every: int | None = None
-    """Save a resumable checkpoint every N steps (besides each validation); None = only at validations."""
+    checkpoint_every: int | None = 25
+    """Save a resumable checkpoint every N steps (besides each validation and on Ctrl-C); None = only then."""
     seed: int = 42
     """Seed for data order, subsampling, initialisation of new weights and dropout."""
     num_threads: int | None = None

@@ -324,54 +324,60 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
     micro = cfg.train.batch_size // cfg.train.grad_accum
     stop = False
     window_examples, window_start = 0, time.time()
-    while state.step < total_steps and not stop:
-        batches = epoch_batches(n, lengths, global_batch, cfg.train.seed, state.epoch, cfg.train.group_by_length)
-        while state.batch_in_epoch < len(batches) and state.step < total_steps:
-            examples = batches[state.batch_in_epoch]
-            while len(examples) < world:  # every process needs at least one example
-                examples = examples + examples[: world - len(examples)]
-            mine = examples[rank::world]
-            t0 = time.time()
-            chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
-            totals = {"loss": 0.0, "label_loss": 0.0, "rationale_loss": 0.0}
-            for j, chunk in enumerate(chunks):
-                feats = [data.features[f] for e in chunk for f in data.by_example[e]]
-                batch = collate(feats, tokenizer.pad_token_id, cfg.student.family)
-                sync = j == len(chunks) - 1
-                with nullcontext() if sync or world == 1 else accelerator.no_sync(wrapped):
-                    out = wrapped(**batch)
-                    accelerator.backward(out["loss"] / len(chunks))
-                for k in totals:
-                    totals[k] += float(out[k].detach()) / len(chunks)
-            if cfg.train.max_grad_norm:
-                accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.batch_in_epoch += 1
-            state.examples_seen += len(examples)
-            state.train_seconds += time.time() - t0
-            window_examples += len(examples)
-            rate = window_examples / max(1e-9, time.time() - window_start)
-            bar.update(1)
-            bar.set_postfix(loss=f"{totals['loss']:.4f}", ex_s=f"{rate:.2f}")
-            if state.step % 10 == 0 or state.step == 1:
-                log({"step": state.step, **{k: round(v, 5) for k, v in totals.items()},
-                     "lr": scheduler.get_last_lr()[0], "examples_per_s": round(rate, 3)})
-                window_examples, window_start = 0, time.time()
-            end_of_epoch = state.batch_in_epoch >= len(batches)
-            if (eval_every and state.step % eval_every == 0) or (not eval_every and end_of_epoch) \
-                    or state.step >= total_steps:
-                stop = evaluate_now()
-                if stop:
-                    break
-            elif cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
-                checkpoint()
-                accelerator.wait_for_everyone()
-        if state.batch_in_epoch >= len(batches):
-            state.epoch += 1
-            state.batch_in_epoch = 0
+    try:
+        while state.step < total_steps and not stop:
+            batches = epoch_batches(n, lengths, global_batch, cfg.train.seed, state.epoch, cfg.train.group_by_length)
+            while state.batch_in_epoch < len(batches) and state.step < total_steps:
+                examples = batches[state.batch_in_epoch]
+                while len(examples) < world:  # every process needs at least one example
+                    examples = examples + examples[: world - len(examples)]
+                mine = examples[rank::world]
+                t0 = time.time()
+                chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
+                totals = {"loss": 0.0, "label_loss": 0.0, "rationale_loss": 0.0}
+                for j, chunk in enumerate(chunks):
+                    feats = [data.features[f] for e in chunk for f in data.by_example[e]]
+                    batch = collate(feats, tokenizer.pad_token_id, cfg.student.family)
+                    sync = j == len(chunks) - 1
+                    with nullcontext() if sync or world == 1 else accelerator.no_sync(wrapped):
+                        out = wrapped(**batch)
+                        accelerator.backward(out["loss"] / len(chunks))
+                    for k in totals:
+                        totals[k] += float(out[k].detach()) / len(chunks)
+                if cfg.train.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.batch_in_epoch += 1
+                state.examples_seen += len(examples)
+                state.train_seconds += time.time() - t0
+                window_examples += len(examples)
+                rate = window_examples / max(1e-9, time.time() - window_start)
+                bar.update(1)
+                bar.set_postfix(loss=f"{totals['loss']:.4f}", ex_s=f"{rate:.2f}")
+                if state.step % 10 == 0 or state.step == 1:
+                    log({"step": state.step, **{k: round(v, 5) for k, v in totals.items()},
+                         "lr": scheduler.get_last_lr()[0], "examples_per_s": round(rate, 3)})
+                    window_examples, window_start = 0, time.time()
+                end_of_epoch = state.batch_in_epoch >= len(batches)
+                if (eval_every and state.step % eval_every == 0) or (not eval_every and end_of_epoch) \
+                        or state.step >= total_steps:
+                    stop = evaluate_now()
+                    if stop:
+                        break
+                elif cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
+                    checkpoint()
+                    accelerator.wait_for_everyone()
+            if state.batch_in_epoch >= len(batches):
+                state.epoch += 1
+                state.batch_in_epoch = 0
+    except KeyboardInterrupt:
+        if world == 1:  # keep the work done so far; in several processes the ranks cannot agree in time
+            checkpoint()
+            bar.write(f"interrupted at step {state.step}; continue with --resume")
+        raise
     bar.close()
     if state.best_valid is None:  # resumed after the last step had been taken: nothing left to do
         if is_main and not (run_dir / "model").is_dir():
