@@ -142,6 +142,38 @@ def padding_stats(features, shared, batches) -> dict:
             "shared_pass_tokens_per_example": round(sh / n, 1)}
 
 
+def epoch_estimate(bench: Bench) -> dict:
+    """Estimated training FLOPs per example over one whole epoch (all batches, padding included): the
+    reference on random batches vs the shared-input pass on length-grouped batches. Unlike the timed grouped
+    variants (whose first batches are other examples than the reference's), this compares the same data."""
+    n = len(bench.features)
+    lengths = [sum(len(f.input_ids) for f in fs) for fs in bench.features]
+    out = {}
+    for grouped in (False, True):
+        batches = epoch_batches(n, lengths, bench.args.batch_size, 0, 0, grouped)
+        ref = sh = sp = 0.0
+        for b in batches:
+            feats = [f for e in b for f in bench.features[e]]
+            rows = []
+            for task in (LABEL_TASK, RATIONALE_TASK):
+                fs = [f for f in feats if f.task == task]
+                rows.append((len(fs), max(len(f.input_ids) for f in fs)))
+            targets = sum(sum(x != -100 for x in f.labels) for f in feats)
+            ref += flops(bench, rows, sum(r * t for r, t in rows), True, True)
+            sp += flops(bench, rows, targets, True, True)
+            srow = [(len(b), max(len(bench.shared[e].input_ids) for e in b))]
+            sh += flops(bench, srow, targets, True, True)
+        tag = "length_grouped" if grouped else "random"
+        out[f"reference_{tag}_gflop_per_example"] = round(ref / n / 1e9, 2)
+        out[f"split_views_{tag}_gflop_per_example"] = round(sp / n / 1e9, 2)
+        out[f"shared_{tag}_gflop_per_example"] = round(sh / n / 1e9, 2)
+    r = out["reference_random_gflop_per_example"]
+    out["flop_ratio_reference_random_over_shared_grouped"] = round(r / out["shared_length_grouped_gflop_per_example"], 2)
+    out["flop_ratio_reference_random_over_split_grouped"] = round(
+        r / out["split_views_length_grouped_gflop_per_example"], 2)
+    return out
+
+
 def flops(bench: Bench, rows: list[tuple[int, int]], logit_rows: int, train_linear: bool, train_head: bool) -> float:
     """Estimated matmul FLOPs of one training step. ``rows``: (batch, padded width) of each forward."""
     h = bench.hidden
@@ -200,9 +232,9 @@ def make_variants(bench: Bench) -> dict:
             return flops(bench, rows, sum(n_targets(v["labels"]) for v in x), True, True), rows
         return build, loss, count
 
-    def ours(target_only=True, grouped=False, freeze=False, threads=None, lora=False, bf16=False):
+    def ours(target_only=True, grouped=False, freeze=False, threads=None, lora=False, bf16=False, split=False):
         model = bench.lora_model()[0] if lora else m
-        wrapper = StudentWithLoss(model, "causal", ALPHA, target_logits_only=target_only)
+        wrapper = StudentWithLoss(model, "causal", ALPHA, target_logits_only=target_only, split_views=split)
 
         def build(batch):
             return collate(feats(batch), pad, "causal")
@@ -214,22 +246,29 @@ def make_variants(bench: Bench) -> dict:
 
         def count(x):
             rows = [tuple(x["input_ids"].shape)]
+            if split:
+                rows = []
+                for t in x["task"].unique().tolist():
+                    r = x["task"] == t
+                    rows.append((int(r.sum()), int(x["attention_mask"][r].sum(1).max())))
             logit_rows = n_targets(x["labels"]) if target_only else rows[0][0] * rows[0][1]
             return flops(bench, rows, logit_rows, not lora, not (lora or freeze)), rows
         return build, loss, count
 
-    def shared():
-        wrapper = SharedInputLoss(m, ALPHA)
+    def shared(lora=False, bf16=False, freeze=False):
+        wrapper = SharedInputLoss(bench.lora_model()[0] if lora else m, ALPHA)
 
         def build(batch):
             return collate_shared([bench.shared[e] for e in batch], pad)
 
         def loss(x):
-            return wrapper(**x)
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+            with ctx:
+                return wrapper(**x)
 
         def count(x):
             rows = [tuple(x["input_ids"].shape)]
-            return flops(bench, rows, n_targets(x["labels"]), True, True), rows
+            return flops(bench, rows, n_targets(x["labels"]), not lora, not (lora or freeze)), rows
         return build, loss, count
 
     V = {
@@ -249,7 +288,16 @@ def make_variants(bench: Bench) -> dict:
         "ours+bf16_autocast": dict(make=lambda: ours(bf16=True), note="bf16 autocast (not exact; loss diff shown)"),
         "shared": dict(make=shared, note="shared-input single pass, suffix layout, block mask (student/shared.py; "
                        "benchmark only: trained models use the prefix layout)"),
-        "shared+freeze_embeddings": dict(make=shared, freeze=True, note="shared-input pass + frozen embeddings"),
+        "shared+freeze_embeddings": dict(make=lambda: shared(freeze=True), freeze=True,
+                                         note="shared-input pass + frozen embeddings"),
+        "ours+split_views": dict(make=lambda: ours(split=True), note="train.split_views: one target-only "
+                                 "forward per view, each padded to its own longest row (same layout and loss)"),
+        "shared+length_grouping": dict(make=shared, grouped=True, note="shared-input pass on length-grouped "
+                                       "batches"),
+        "shared+length_grouping+lora": dict(make=lambda: shared(lora=True), grouped=True, lora=True,
+                                            note="shared pass, length grouping, LoRA"),
+        "shared+length_grouping+bf16_autocast": dict(make=lambda: shared(bf16=True), grouped=True,
+                                                     note="shared pass, length grouping, bf16 autocast (not exact)"),
     }
     return V
 
@@ -300,7 +348,10 @@ def time_training(bench: Bench, names: list[str]) -> dict:
     args = bench.args
     variants = make_variants(bench)
     built = {n: variants[n]["make"]() for n in names}
-    equality = check_equality(bench, variants, built)
+    if bench.args.equality_json:  # reuse a saved check of the same code (saves CPU on a loaded machine)
+        equality = json.loads(Path(bench.args.equality_json).read_text())
+    else:
+        equality = check_equality(bench, variants, built)
     print(json.dumps(equality, indent=1), flush=True)
     times = {n: [] for n in names}
     counts = {n: [] for n in names}
@@ -474,7 +525,10 @@ def main(argv=None) -> None:
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--only", nargs="*", help="variants to time (reference is always included)")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--equality-json", default=None, help="reuse a saved loss/gradient equality check")
     ap.add_argument("--skip-predict", action="store_true")
+    ap.add_argument("--section", default="training", help="result key for the timing; another name adds a "
+                    "section to the existing file (e.g. a second set of variants)")
     ap.add_argument("--compile", action="store_true", help="also try torch.compile in a child process")
     ap.add_argument("--compile-timeout", type=int, default=300)
     ap.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
@@ -489,6 +543,15 @@ def main(argv=None) -> None:
         return compile_child(args)
     out_path = Path(args.out)
     old = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    if args.section != "training" and not args.skip_train:  # add a section to an existing result file
+        bench = Bench(args)
+        names = ["reference"] + [n for n in make_variants(bench) if n in (args.only or []) and n != "reference"]
+        old[args.section] = {**time_training(bench, names), "git_commit": git_commit(),
+                             "load_average_at_start": os.getloadavg()}
+        out_path.write_text(json.dumps(old, indent=1))
+        for name, v in old[args.section]["variants"].items():
+            print(f"{name:40s} {v['examples_per_s']:8.3f} ex/s  x{v['speedup_vs_reference']}")
+        return None
     result = {"benchmark": "throughput", "git_commit": git_commit(), "student": args.student, "task": args.task,
               "batch_size": args.batch_size, "warmup_rounds": args.warmup, "timed_rounds": args.steps,
               "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
@@ -499,6 +562,7 @@ def main(argv=None) -> None:
         result["model"] = {"params": bench.total_params, "linear_params_excl_embedding": bench.linear_params,
                            "hidden": bench.hidden, "vocab": bench.vocab, "layers": bench.layers}
         result["epoch_padding"] = bench.epoch_padding
+        result["epoch_flop_estimate"] = epoch_estimate(bench)
         names = list(make_variants(bench))
         if args.only:
             names = ["reference"] + [n for n in names if n in args.only and n != "reference"]

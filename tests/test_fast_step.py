@@ -72,3 +72,21 @@ def test_score_labels_matches_separate_forwards_and_predict_option():
             assert abs(score - expected) < 1e-4
         assert res["label"] == max(res["scores"], key=res["scores"].get)
     assert [p["label"] for p in student.predict(texts, scoring="score")] == [r["label"] for r in got]
+
+
+def test_split_views_equal_the_concatenated_pass():
+    from stepdistill.config import load_config
+    from stepdistill.student.data import build_training_data
+    from stepdistill.tasks import Example, get_task
+
+    model, tok = load_pretrained("causal", "tiny-random-llama")
+    model.eval()
+    cfg = load_config(None, ["student.name=tiny-random-llama"])
+    examples = [Example(id=str(j), input=t, label=l, teacher_label=l, teacher_rationale=r) for j, (t, l, r) in
+                enumerate(ROWS)]
+    data = build_training_data(cfg, get_task("svamp"), examples, tok)
+    batch = collate(data.features, tok.pad_token_id, "causal")
+    concat = StudentWithLoss(model, "causal", 0.3)(**batch)
+    split = StudentWithLoss(model, "causal", 0.3, split_views=True)(**batch)
+    for key in ("loss", "label_loss", "rationale_loss"):
+        assert torch.allclose(concat[key], split[key], atol=1e-5), key

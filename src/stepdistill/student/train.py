@@ -47,14 +47,17 @@ class StudentWithLoss(nn.Module):
 
     Causal students compute logits only at target positions (the prompt's logits are never needed)."""
 
-    def __init__(self, model, family: str, alpha: float, target_logits_only: bool = True):
+    def __init__(self, model, family: str, alpha: float, target_logits_only: bool = True, split_views: bool = False):
         super().__init__()
         self.model = model
         self.family = family
         self.alpha = alpha
         self.target_logits_only = target_logits_only
+        self.split_views = split_views
 
     def forward(self, input_ids, attention_mask, labels, task):
+        if self.split_views and self.family == "causal" and task.unique().numel() > 1:
+            return self._split_forward(input_ids, attention_mask, labels, task)
         if self.family == "seq2seq":
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
             mask = labels != IGNORE
@@ -72,6 +75,31 @@ class StudentWithLoss(nn.Module):
         token_losses = token_cross_entropy(logits, shift[mask])
         token_task = task[:, None].expand_as(shift)[mask]
         return multitask_loss(token_losses, token_task, self.alpha)
+
+    def _split_forward(self, input_ids, attention_mask, labels, task):
+        """One forward per view (label rows, rationale rows), each trimmed to its own longest row: the same
+        loss as the concatenated pass without padding the short label views to the rationale width
+        (right padding assumed, as ``collate`` makes)."""
+        losses, tasks = [], []
+        for t in task.unique().tolist():
+            rows = task == t
+            width = int(attention_mask[rows].sum(1).max())
+            sub = StudentWithLoss(self.model, self.family, self.alpha, self.target_logits_only)
+            ids, am, lab = input_ids[rows, :width], attention_mask[rows, :width], labels[rows, :width]
+            shift = lab[:, 1:]
+            mask = shift != IGNORE
+            losses.append(sub._token_losses(ids, am, shift, mask))
+            tasks.append(torch.full((int(mask.sum()),), t, dtype=torch.long, device=task.device))
+        return multitask_loss(torch.cat(losses), torch.cat(tasks), self.alpha)
+
+    def _token_losses(self, input_ids, attention_mask, shift, mask):
+        backbone, inner = _backbone(self.model)
+        if self.target_logits_only and backbone is not None:
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            logits = inner.get_output_embeddings()(hidden[:, :-1][mask])
+        else:
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask]
+        return token_cross_entropy(logits, shift[mask])
 
 
 # ---- run directory ------------------------------------------------------------------------------
@@ -267,7 +295,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    wrapper = StudentWithLoss(model, cfg.student.family, cfg.method.alpha)
+    wrapper = StudentWithLoss(model, cfg.student.family, cfg.method.alpha, split_views=cfg.train.split_views)
     wrapped, optimizer = accelerator.prepare(wrapper, optimizer)
     state = TrainState()
     if resume:
