@@ -209,8 +209,10 @@ def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str 
             settings: dict[tuple, list[dict]] = {}
             for r in mrs:
                 settings.setdefault((r["lr"], r["epochs"]), []).append(r)
-            # choose on validation only: mean valid accuracy over seeds; ties -> fewer epochs, lower lr
-            best = max(settings, key=lambda s: (statistics.mean(x["valid_accuracy"] or 0 for x in settings[s]),
+            # choose on validation only: among the settings run with the most seeds, the best mean valid
+            # accuracy over seeds; ties -> fewer epochs, lower lr
+            best = max(settings, key=lambda s: (len(settings[s]),
+                                               statistics.mean(x["valid_accuracy"] or 0 for x in settings[s]),
                                                -s[1], -s[0]))
             chosen = settings[best]
             chosen_rows[method] = chosen
