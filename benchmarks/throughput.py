@@ -525,6 +525,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--only", nargs="*", help="variants to time (reference is always included)")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--static-only", action="store_true", help="only the untimed parts: model size, epoch "
+                    "padding and FLOP estimates")
     ap.add_argument("--equality-json", default=None, help="reuse a saved loss/gradient equality check")
     ap.add_argument("--skip-predict", action="store_true")
     ap.add_argument("--section", default="training", help="result key for the timing; another name adds a "
@@ -542,50 +544,43 @@ def main(argv=None) -> None:
     if args.compile_child:
         return compile_child(args)
     out_path = Path(args.out)
-    old = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    if args.section != "training" and not args.skip_train:  # add a section to an existing result file
-        bench = Bench(args)
-        names = ["reference"] + [n for n in make_variants(bench) if n in (args.only or []) and n != "reference"]
-        old[args.section] = {**time_training(bench, names), "git_commit": git_commit(),
-                             "load_average_at_start": os.getloadavg()}
-        out_path.write_text(json.dumps(old, indent=1))
-        for name, v in old[args.section]["variants"].items():
-            print(f"{name:40s} {v['examples_per_s']:8.3f} ex/s  x{v['speedup_vs_reference']}")
-        return None
-    result = {"benchmark": "throughput", "git_commit": git_commit(), "student": args.student, "task": args.task,
-              "batch_size": args.batch_size, "warmup_rounds": args.warmup, "timed_rounds": args.steps,
-              "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-              "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(),
-              "note": "the machine was shared with other jobs; compare the interleaved ratios, not absolute times"}
-    if not args.skip_train:
+    result = json.loads(out_path.read_text()) if out_path.is_file() else {}  # other sections are kept
+    result.update({"benchmark": "throughput", "student": args.student, "task": args.task,
+                   "batch_size": args.batch_size, "torch": torch.__version__,
+                   "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                   "note": "the machine was shared with other jobs; compare the interleaved ratios, not absolute "
+                           "times"})
+
+    def stamp() -> dict:
+        return {"git_commit": git_commit(), "threads": args.threads, "warmup_rounds": args.warmup,
+                "timed_rounds": args.steps, "load_average_at_start": os.getloadavg()}
+
+    if not args.skip_train or args.static_only:
         bench = Bench(args)
         result["model"] = {"params": bench.total_params, "linear_params_excl_embedding": bench.linear_params,
                            "hidden": bench.hidden, "vocab": bench.vocab, "layers": bench.layers}
         result["epoch_padding"] = bench.epoch_padding
         result["epoch_flop_estimate"] = epoch_estimate(bench)
-        names = list(make_variants(bench))
-        if args.only:
-            names = ["reference"] + [n for n in names if n in args.only and n != "reference"]
-        result["training"] = time_training(bench, names)
+        if not args.static_only:
+            names = list(make_variants(bench))
+            if args.only:
+                names = ["reference"] + [n for n in names if n in args.only and n != "reference"]
+            info = stamp()
+            result[args.section] = {**info, **time_training(bench, names), "load_average_at_end": os.getloadavg()}
         del bench
-    else:
-        result["training"] = old.get("training")
     if args.compile:
-        result["torch_compile"] = run_compile(args)
-    elif old.get("torch_compile"):
-        result["torch_compile"] = old["torch_compile"]
-    if not args.skip_predict:
-        result["prediction"] = prediction(args)
-    elif old.get("prediction"):
-        result["prediction"] = old["prediction"]
-    result["load_average_at_end"] = os.getloadavg()
+        result["torch_compile"] = {**stamp(), **run_compile(args)}
+    if not args.skip_predict and not args.static_only:
+        result["prediction"] = {**stamp(), **prediction(args)}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: v for k, v in result.items() if k != "training"}, indent=1))
-    if result.get("training"):
-        for name, v in result["training"]["variants"].items():
-            print(f"{name:28s} {v['examples_per_s']:8.3f} ex/s  x{v['speedup_vs_reference']}  "
-                  f"{v['achieved_gflop_s']} GFLOP/s")
+    print(json.dumps({k: v for k, v in result.items() if not k.startswith("training")}, indent=1))
+    for section, value in result.items():
+        if section.startswith("training") and isinstance(value, dict):
+            print(section)
+            for name, v in value["variants"].items():
+                print(f"  {name:40s} {v['examples_per_s']:8.3f} ex/s  x{v['speedup_vs_reference']}  "
+                      f"{v['achieved_gflop_s']} GFLOP/s")
 
 
 if __name__ == "__main__":
