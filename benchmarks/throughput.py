@@ -168,7 +168,8 @@ def epoch_estimate(bench: Bench) -> dict:
         out[f"split_views_{tag}_gflop_per_example"] = round(sp / n / 1e9, 2)
         out[f"shared_{tag}_gflop_per_example"] = round(sh / n / 1e9, 2)
     r = out["reference_random_gflop_per_example"]
-    out["flop_ratio_reference_random_over_shared_grouped"] = round(r / out["shared_length_grouped_gflop_per_example"], 2)
+    out["flop_ratio_reference_random_over_shared_grouped"] = round(
+        r / out["shared_length_grouped_gflop_per_example"], 2)
     out["flop_ratio_reference_random_over_split_grouped"] = round(
         r / out["split_views_length_grouped_gflop_per_example"], 2)
     return out
@@ -501,7 +502,8 @@ def prediction(args) -> dict:
         dt = time.perf_counter() - t0
         res[mode] = {"examples_per_s": round(len(einputs) / dt, 2),
                      "valid_labels": sum(x["label"] is not None for x in p),
-                     "accuracy": round(sum(esnli.is_correct(x["label"], ex) for x, ex in zip(p, erows)) / len(erows), 3)}
+                     "accuracy": round(sum(esnli.is_correct(x["label"], ex)
+                                           for x, ex in zip(p, erows)) / len(erows), 3)}
         lat = []
         for text in einputs[:args.latency_rows]:
             t0 = time.perf_counter()
