@@ -109,7 +109,7 @@ class TrainConfig:
     """torch intra-op threads; None = torch's default."""
     group_by_length: bool = True
     """Batch examples of similar length together (less padding)."""
-    split_views: bool = False
+    split_views: bool = True
     """dsbs (causal): one forward per view (label, rationale), each padded to its own longest row, instead
     of one concatenated forward padded to the longest rationale row; same loss, fewer padded tokens
     (faster on a compute-bound CPU: see benchmarks/results/throughput.json)."""

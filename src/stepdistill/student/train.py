@@ -45,7 +45,8 @@ def _backbone(model):
 class StudentWithLoss(nn.Module):
     """Wraps a causal or seq2seq model; ``forward(batch)`` returns the multi-task loss dict.
 
-    Causal students compute logits only at target positions (the prompt's logits are never needed)."""
+    Causal students compute logits only at target positions (the prompt's logits are never needed) and, with
+    ``split_views``, run one forward per view so short label rows are not padded to rationale width."""
 
     def __init__(self, model, family: str, alpha: float, target_logits_only: bool = True, split_views: bool = False):
         super().__init__()
@@ -56,43 +57,27 @@ class StudentWithLoss(nn.Module):
         self.split_views = split_views
 
     def forward(self, input_ids, attention_mask, labels, task):
-        if self.split_views and self.family == "causal" and task.unique().numel() > 1:
-            return self._split_forward(input_ids, attention_mask, labels, task)
         if self.family == "seq2seq":
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
             mask = labels != IGNORE
             token_losses = token_cross_entropy(logits[mask], labels[mask])
             token_task = task[:, None].expand_as(labels)[mask]
             return multitask_loss(token_losses, token_task, self.alpha)
-        shift = labels[:, 1:]
-        mask = shift != IGNORE
-        backbone, inner = _backbone(self.model)
-        if self.target_logits_only and backbone is not None:
-            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            logits = inner.get_output_embeddings()(hidden[:, :-1][mask])
-        else:
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask]
-        token_losses = token_cross_entropy(logits, shift[mask])
-        token_task = task[:, None].expand_as(shift)[mask]
-        return multitask_loss(token_losses, token_task, self.alpha)
-
-    def _split_forward(self, input_ids, attention_mask, labels, task):
-        """One forward per view (label rows, rationale rows), each trimmed to its own longest row: the same
-        loss as the concatenated pass without padding the short label views to the rationale width
-        (right padding assumed, as ``collate`` makes)."""
+        groups = [task == t for t in task.unique().tolist()] if self.split_views else [None]
         losses, tasks = [], []
-        for t in task.unique().tolist():
-            rows = task == t
-            width = int(attention_mask[rows].sum(1).max())
-            sub = StudentWithLoss(self.model, self.family, self.alpha, self.target_logits_only)
-            ids, am, lab = input_ids[rows, :width], attention_mask[rows, :width], labels[rows, :width]
+        for rows in groups:
+            ids, am, lab, tk = input_ids, attention_mask, labels, task
+            if rows is not None:  # one view, trimmed to its own longest row (collate pads on the right)
+                width = int(attention_mask[rows].sum(1).max())
+                ids, am, lab, tk = ids[rows, :width], am[rows, :width], lab[rows, :width], tk[rows]
             shift = lab[:, 1:]
             mask = shift != IGNORE
-            losses.append(sub._token_losses(ids, am, shift, mask))
-            tasks.append(torch.full((int(mask.sum()),), t, dtype=torch.long, device=task.device))
+            losses.append(self._token_losses(ids, am, shift, mask))
+            tasks.append(tk[:, None].expand_as(shift)[mask])
         return multitask_loss(torch.cat(losses), torch.cat(tasks), self.alpha)
 
     def _token_losses(self, input_ids, attention_mask, shift, mask):
+        """Per-token losses at the target positions ``mask`` [B, T-1] of next-token targets ``shift``."""
         backbone, inner = _backbone(self.model)
         if self.target_logits_only and backbone is not None:
             hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -104,30 +89,34 @@ class StudentWithLoss(nn.Module):
 
 # ---- run directory ------------------------------------------------------------------------------
 
-def prepare_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool, is_main: bool) -> None:
-    saved = run_dir / "config.yaml"
+def check_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to clobber a run without --overwrite, or to resume without a checkpoint or with other settings.
+    Read-only, so every process can run it before any of them writes."""
     if resume:
-        if not (run_dir / CHECKPOINT / "state.json").is_file() and not (run_dir / (CHECKPOINT + ".old") / "state.json").is_file():
+        if not any((run_dir / name / "state.json").is_file() for name in (CHECKPOINT, CHECKPOINT + ".old")):
             raise StepdistillError(f"nothing to resume in {run_dir}: no checkpoint there (start without --resume)")
         import yaml
 
-        old = yaml.safe_load(saved.read_text())
+        old = yaml.safe_load((run_dir / "config.yaml").read_text())
         new = cfg.to_dict()
         diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict)
                  for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k]]
         if diffs:
             raise StepdistillError(f"cannot resume {run_dir}: settings differ from the saved config.yaml: "
                                    f"{', '.join(diffs)}")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise StepdistillError(f"run directory {run_dir} already exists; pass --overwrite to replace it or "
+                               "--resume to continue it")
+
+
+def create_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """Main process only: start a fresh run directory (replacing an old one) with the resolved config."""
+    if resume:
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise StepdistillError(f"run directory {run_dir} already exists; pass --overwrite to replace it or "
-                                   "--resume to continue it")
-        if is_main:
-            shutil.rmtree(run_dir)
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, saved)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    save_config(cfg, run_dir / "config.yaml")
 
 
 def save_student(model, tokenizer, out: Path, meta: dict) -> None:
@@ -256,7 +245,10 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
     missing = None
     if cfg.data.rationales:
         train_examples, missing = attach_rationales(task, train_examples, cfg.data.rationales)
-    prepare_run_dir(cfg, run_dir, overwrite, resume, is_main)
+    check_run_dir(cfg, run_dir, overwrite, resume)
+    accelerator.wait_for_everyone()  # every process has checked before the main one writes
+    if is_main:
+        create_run_dir(cfg, run_dir, resume)
     accelerator.wait_for_everyone()
 
     set_seed(cfg.train.seed)
