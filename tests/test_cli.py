@@ -121,7 +121,7 @@ def test_two_process_training_with_torchrun(tmp_path, data_dir):
            str(run), "--set", "train.max_steps=4", "--set", "train.eval_every=2"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-6000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train"]["processes"] == 2 and metrics["train"]["steps"] == 4
     # global batch = 2 processes x 8 examples

@@ -415,4 +415,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     accelerator.wait_for_everyone()
+    if world > 1 and torch.distributed.is_initialized():
+        # an undestroyed gloo group can abort the process at interpreter exit ("terminate called ...")
+        torch.distributed.destroy_process_group()
     return run_dir
