@@ -62,7 +62,7 @@ def run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None
     preds = student.predict([ex.input for ex in rows], batch_size=batch_size or cfg.eval.batch_size,
                             max_new_tokens=cfg.eval.max_new_tokens)
     seconds = time.time() - t0
-    labels = [task.parse(p["raw"], ex) if p["raw"] is not None else None for p, ex in zip(preds, rows)]
+    labels = [task.parse(p["raw"], ex) for p, ex in zip(preds, rows)]  # rows carry the choices raw text may not
     result = score(task, rows, labels)
     result["seconds"] = round(seconds, 2)
     result["examples_per_s"] = round(len(rows) / max(seconds, 1e-9), 2)

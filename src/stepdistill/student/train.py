@@ -185,7 +185,7 @@ def validate(model, tokenizer, cfg: RunConfig, task: Task, valid: list[Example],
         student = Student(model, tokenizer, student_meta(cfg, task), task)
         preds = student.predict([ex.input for ex in valid], batch_size=cfg.eval.batch_size)
         for p, ex in zip(preds, valid):  # rows carry the choices that raw text may not
-            p["label"] = None if p["raw"] is None else task.parse(p["raw"], ex)
+            p["label"] = task.parse(p["raw"], ex)
         result.update(score(task, valid, [p["label"] for p in preds]))
     else:
         wrapper = StudentWithLoss(model, cfg.student.family, alpha)
