@@ -399,9 +399,10 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
             bar.write(f"interrupted at step {state.step}; continue with --resume")
         raise
     bar.close()
-    if state.best_valid is None:  # resumed after the last step had been taken: nothing left to do
-        if is_main and not (run_dir / "model").is_dir():
-            evaluate_now()
+    # resumed after the last step, before any validation had saved a model; every process sees the same
+    # folder after the last barrier, so all of them join evaluate_now's collective calls
+    if not (run_dir / "model").is_dir():
+        evaluate_now()
     if is_main:
         metrics = {
             "task": task.name, "method": cfg.method.name, "labels": cfg.method.labels, "alpha": cfg.method.alpha,
