@@ -37,6 +37,14 @@ METHODS = {
     "standard_distill": ("standard", "teacher"),
     "dsbs": ("dsbs", "gold"),
     "single_task": ("single_task", "gold"),
+    # the fast training options, to measure what they cost in accuracy (not part of --all)
+    "dsbs_suffix": ("dsbs", "gold"),
+    "dsbs_suffix_bf16": ("dsbs", "gold"),
+}
+PAPER_METHODS = ["standard_ft", "standard_distill", "dsbs", "single_task"]
+METHOD_OPTIONS = {  # extra config overrides per method name
+    "dsbs_suffix": ["student.prompt_layout=suffix"],
+    "dsbs_suffix_bf16": ["student.prompt_layout=suffix", "train.mixed_precision=bf16"],
 }
 # dataset -> default training-set size (None: the whole pool minus validation) and a note on the protocol
 DATASETS = {
@@ -97,7 +105,7 @@ def run_one(dataset: str, method: str, n_train, seed: int, lr: float, epochs: fl
         overrides.append(f"data.valid_size={args.valid_size}")
     if args.test_size is not None:
         overrides.append(f"data.test_size={args.test_size}")
-    overrides += args.set or []
+    overrides += METHOD_OPTIONS.get(method, []) + (args.set or [])
     cfg = load_config(REPO / "configs" / f"{dataset}-smollm2.yaml", overrides)
     metrics_path = run_dir / "metrics.json"
     t0 = time.time()
@@ -125,6 +133,7 @@ def run_one(dataset: str, method: str, n_train, seed: int, lr: float, epochs: fl
         "student": args.student, "steps": train["steps"], "best_step": train.get("best_step"),
         "wall_s": round(time.time() - t0, 1) if not done else None,
         "train_seconds": train.get("train_seconds"), "git_commit": git_commit(), "run_dir": str(run_dir),
+        "options": METHOD_OPTIONS.get(method, []) + (args.set or []),
     }
 
 
@@ -313,6 +322,7 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
     summary = {"benchmark": "quality", "git_commit": git_commit(), "student": args.student,
                "scope": args.scope, "protocol": {"methods": {k: {"method": v[0], "labels": v[1]}
                                                              for k, v in METHODS.items()},
+                                                 "method_options": METHOD_OPTIONS,
                                                  "datasets": DATASETS, "same_settings": {"lr": args.same_lr,
                                                                                         "epochs": args.same_epochs}},
                "rows": rows, **analysis, "sweep": {"dataset": args.sweep_dataset, "table": sweep,
@@ -378,7 +388,9 @@ def main(argv=None) -> None:
     ap.add_argument("--all", action="store_true", help="every dataset, method, the lr x epochs grid, 3 seeds, "
                     "and the data-size sweep")
     ap.add_argument("--datasets", nargs="+", default=["svamp"], choices=list(DATASETS))
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=PAPER_METHODS, choices=list(METHODS),
+                    help="the paper's four by default; dsbs_suffix / dsbs_suffix_bf16 = dsbs with the fast "
+                         "training options (student.prompt_layout=suffix, train.mixed_precision=bf16)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--lrs", nargs="+", type=float, default=[1e-4, 3e-4])
     ap.add_argument("--epochs", nargs="+", type=float, default=[3.0],
@@ -405,7 +417,7 @@ def main(argv=None) -> None:
     ap.add_argument("--dry-run", action="store_true", help="print the cells to run and exit")
     args = ap.parse_args(argv)
     if args.all:
-        args.datasets, args.methods, args.sweep = list(DATASETS), list(METHODS), True
+        args.datasets, args.methods, args.sweep = list(DATASETS), list(PAPER_METHODS), True
         args.seeds = sorted(set(args.seeds) | {0, 1, 2})
         args.epochs = sorted(set(args.epochs) | {1.0, 3.0, 5.0})
     out_dir = Path(args.out_dir)

@@ -1,9 +1,15 @@
 """Training-step throughput of the student vs the official implementation's step, and prediction speed.
 
-    python benchmarks/throughput.py                      # SmolLM2-135M, real SVAMP rows, batch 8 (a few minutes)
-    python benchmarks/throughput.py --student tiny-random-llama --steps 2 --out /tmp/t.json   # smoke run
+    # the headline: every variant trains on the same 64 SVAMP rows per round (SmolLM2-135M, batch 8, ~20 min)
+    python benchmarks/throughput.py --same-examples 64 --warmup 1 --steps 3 --skip-predict
+    python benchmarks/throughput.py                      # older mode: one batch per variant per round
+    python benchmarks/throughput.py --student tiny-random-llama --same-examples 16 --steps 1 --skip-predict \
+        --out /tmp/t.json                                # smoke run
 
-Writes benchmarks/results/throughput.json. Every variant takes its training step (forward, backward, clip,
+Writes benchmarks/results/throughput.json. With ``--same-examples N`` (section ``training_same_examples``),
+each round every variant trains one pass over the same N rows, batched as its own training would batch
+them, so length grouping is credited only with the padding it really saves on those rows. Without it, every
+variant takes its training step (forward, backward, clip,
 AdamW step) on the same batches, interleaved round by round in one process, after warm-up rounds; the
 speed-up is the median over rounds of (reference seconds / variant seconds) on the same batch, which keeps
 the ratio honest on a shared, noisy machine. Loss equality is checked on the first batch before any step,
@@ -19,6 +25,7 @@ import copy
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -35,7 +42,7 @@ from stepdistill.student.data import build_training_data  # noqa: E402
 from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK  # noqa: E402
 from stepdistill.student.models import load_pretrained  # noqa: E402
 from stepdistill.student.shared import SharedInputLoss, collate_shared, shared_feature, suffix_feature  # noqa: E402
-from stepdistill.student.train import StudentWithLoss  # noqa: E402
+from stepdistill.student.train import StudentWithLoss, make_optimizer  # noqa: E402
 from stepdistill.student.views import collate, epoch_batches  # noqa: E402
 from stepdistill.tasks import get_task, load_splits  # noqa: E402
 
@@ -102,13 +109,28 @@ class Bench:
             "length_grouped": padding_stats(self.features, self.shared,
                                             epoch_batches(len(keep), lengths, args.batch_size, 0, 0, True)),
         }
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
+        # fused AdamW everywhere: the HF Trainer's default optimiser (adamw_torch_fused for torch >= 2.8), and
+        # stepdistill's (make_optimizer); optimiser_timing() reports the per-tensor loop beside it
+        self.optimizer = make_optimizer(list(self.model.parameters()), 1e-5, 0.0)
+        subset = list(range(len(keep)))
+        random.Random(0).shuffle(subset)
+        self.subset = subset[:args.same_examples]  # the examples every variant trains on per round (see rounds)
         cfgm = self.model.config
         self.hidden, self.vocab, self.layers = cfgm.hidden_size, cfgm.vocab_size, cfgm.num_hidden_layers
         emb = self.model.get_input_embeddings().weight
         self.linear_params = sum(p.numel() for p in self.model.parameters() if p.dim() == 2 and p is not emb)
         self.total_params = sum(p.numel() for p in self.model.parameters())
         self._lora = None
+
+    def round_batches(self, layout: str, grouped: bool, r: int) -> list[list[int]]:
+        """Batches covering ``self.subset`` once, as training would form them in epoch ``r``: random (the
+        official collator's order) or length-grouped by the variant's own row lengths."""
+        if layout == "suffix":
+            lengths = [len(self.shared[e].input_ids) for e in self.subset]
+        else:
+            lengths = [sum(len(f.input_ids) for f in self.features[e]) for e in self.subset]
+        order = epoch_batches(len(self.subset), lengths, self.args.batch_size, 0, r, grouped)
+        return [[self.subset[i] for i in b] for b in order]
 
     def lora_model(self):
         if self._lora is None:
@@ -117,7 +139,7 @@ class Bench:
             model = get_peft_model(copy.deepcopy(self.model), LoraConfig(
                 r=self.args.lora_r, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
             model.train()
-            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+            opt = make_optimizer([p for p in model.parameters() if p.requires_grad], 1e-5, 0.0)
             self._lora = (model, opt)
         return self._lora
 
@@ -272,7 +294,35 @@ def make_variants(bench: Bench) -> dict:
             return flops(bench, rows, n_targets(x["labels"]), not lora, not (lora or freeze)), rows
         return build, loss, count
 
+    def reference_suffix():  # the official step on suffix-layout views (the shared pass's exactness check)
+        def build(batch):
+            return task_prefix_batches([f for e in batch for f in bench.suffix[e]], pad)
+
+        def loss(x):
+            return reference_loss(m, x, ALPHA)
+
+        def count(x):
+            rows = [tuple(v["input_ids"].shape) for v in x.values()]
+            return flops(bench, rows, sum(b * t for b, t in rows), True, True), rows
+        return build, loss, count
+
     V = {
+        "reference_suffix": dict(make=reference_suffix, untimed=True, layout="suffix",
+                                 note="the official step (two passes, full logits) on suffix-layout views; "
+                                      "only for the loss/gradient check of the shared pass"),
+        "ours_prefix": dict(make=lambda: ours(split=True), grouped=True,
+                            note="stepdistill train, prefix layout (the paper's prompts): split views, length "
+                                 "grouping, target-only logits, fused AdamW"),
+        "ours_suffix": dict(make=shared, grouped=True, layout="suffix",
+                            note="stepdistill train, student.prompt_layout=suffix: one shared-input pass per "
+                                 "example (block mask), length grouping, target-only logits, fused AdamW; exact"),
+        "ours_suffix+freeze_embeddings": dict(make=lambda: shared(freeze=True), grouped=True, layout="suffix",
+                                              freeze=True, note="ours_suffix + student.freeze_embeddings (tied: "
+                                                                "the LM head is frozen too; changes training)"),
+        "ours_suffix+bf16": dict(make=lambda: shared(bf16=True), grouped=True, layout="suffix",
+                                 note="ours_suffix + train.mixed_precision=bf16 (autocast; not bit-exact)"),
+        "ours_suffix+lora": dict(make=lambda: shared(lora=True), grouped=True, layout="suffix", lora=True,
+                                 note=f"ours_suffix + student.lora_r={bench.args.lora_r} (changes training)"),
         "reference": dict(make=reference, note="official TaskPrefixTrainer step: two passes, full-vocabulary "
                           "logits everywhere, prefix layout"),
         "split+target_logits": dict(make=split_target_only, note="two passes, logits only at target positions"),
@@ -413,6 +463,145 @@ def time_training(bench: Bench, names: list[str]) -> dict:
             "matmul_peak_bf16_gflop_s": round(matmul_peak(args.threads, dtype=torch.bfloat16) / 1e9, 2)}
 
 
+# ---- the same examples for every variant: one pass over a fixed subset per round ---------------------
+
+SAME_EXAMPLES_VARIANTS = ["reference", "ours_prefix", "ours_suffix", "ours_suffix+freeze_embeddings",
+                          "ours_suffix+bf16", "ours_suffix+lora"]
+
+
+def _grads(model) -> list:
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+
+def _grad_match(a: list, b: list) -> dict:
+    diff = max(float((x - y).abs().max()) for x, y in zip(a, b))
+    rel = (sum(float((x - y).pow(2).sum()) for x, y in zip(a, b)) / sum(float(y.pow(2).sum()) for y in b)) ** 0.5
+    return {"max_abs_diff": diff, "max_abs_grad": max(float(y.abs().max()) for y in b), "relative_l2_diff": rel}
+
+
+def equality_same_batch(bench: Bench, built: dict) -> dict:
+    """Losses and gradients on one batch before any step: ours_prefix vs the reference (same prompts), and
+    the shared pass (ours_suffix, and its bf16 form) vs the reference step run on the suffix-layout views."""
+    m = bench.model
+    batch = bench.random_batches[0]
+    losses, grads = {}, {}
+    for name in ("reference", "ours_prefix", "reference_suffix", "ours_suffix", "ours_suffix+bf16"):
+        build, loss, _ = built[name]
+        m.zero_grad(set_to_none=True)
+        out = loss(build(batch))
+        out["loss"].backward()
+        losses[name] = {k: float(v) for k, v in out.items()}
+        grads[name] = _grads(m)
+    m.zero_grad(set_to_none=True)
+
+    def diff(a, b):
+        return {k: abs(losses[a][k] - losses[b][k]) for k in losses[a]}
+    return {
+        "batch_examples": len(batch),
+        "losses": {k: {kk: round(vv, 6) for kk, vv in v.items()} for k, v in losses.items()},
+        "loss_abs_diff": {"ours_prefix_vs_reference": diff("ours_prefix", "reference"),
+                          "ours_suffix_vs_reference_suffix": diff("ours_suffix", "reference_suffix"),
+                          "ours_suffix+bf16_vs_reference_suffix": diff("ours_suffix+bf16", "reference_suffix")},
+        "grad_match": {"ours_prefix_vs_reference": _grad_match(grads["ours_prefix"], grads["reference"]),
+                       "ours_suffix_vs_reference_suffix": _grad_match(grads["ours_suffix"],
+                                                                      grads["reference_suffix"]),
+                       "ours_suffix+bf16_vs_reference_suffix": _grad_match(grads["ours_suffix+bf16"],
+                                                                           grads["reference_suffix"])},
+        "note": "the suffix layout reads other prompts than the prefix layout, so its losses differ from the "
+                "reference's; it is checked against the official step run on the same (suffix) prompts",
+    }
+
+
+def optimiser_timing(bench: Bench, reps: int = 3) -> dict:
+    """Seconds per AdamW step over all parameters: the per-tensor loop (torch's CPU default) vs fused."""
+    params = [torch.nn.Parameter(p.detach().clone()) for p in bench.model.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    out = {}
+    for name, kw in (("per_tensor_loop", {}), ("fused", {"fused": True})):
+        opt = torch.optim.AdamW(params, lr=1e-5, **kw)
+        opt.step()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            opt.step()
+            ts.append(time.perf_counter() - t0)
+        out[f"{name}_s"] = round(statistics.median(ts), 3)
+    del params
+    return out
+
+
+def time_same_examples(bench: Bench, names: list[str]) -> dict:
+    """Each timed round, every variant trains one pass over the same ``--same-examples`` rows, batched as
+    that variant's training would batch them (random for the reference, length-grouped for ours); variants
+    are interleaved and their order rotates. The speed-up of a round is reference seconds / variant seconds
+    for the same examples; warm-up rounds take one batch each."""
+    args = bench.args
+    variants = make_variants(bench)
+    built = {n: variants[n]["make"]() for n in set(names) | {"reference_suffix", "ours_prefix", "ours_suffix",
+                                                              "ours_suffix+bf16"}}
+    equality = equality_same_batch(bench, built)
+    print(json.dumps(equality, indent=1), flush=True)
+    emb = bench.model.get_input_embeddings().weight
+    times = {n: [] for n in names}
+    flop = {n: [] for n in names}
+    widths = {n: [] for n in names}
+    losses = {n: [] for n in names}
+    for r in range(args.warmup + args.steps):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            spec = variants[name]
+            build, loss_fn, count = built[name]
+            batches = bench.round_batches(spec.get("layout", "prefix"), bool(spec.get("grouped")), r)
+            if r < args.warmup:
+                batches = batches[:1]
+            model, opt = bench.lora_model() if spec.get("lora") else (bench.model, bench.optimizer)
+            params = [p for p in model.parameters() if p.requires_grad]
+            if spec.get("freeze"):
+                emb.requires_grad_(False)
+                params = [p for p in params if p is not emb]
+            total, fl, ws, ls = 0.0, 0.0, [], []
+            for batch in batches:
+                t0 = time.perf_counter()
+                x = build(batch)
+                out = loss_fn(x)
+                _step(out["loss"], params, opt)
+                total += time.perf_counter() - t0
+                c = count(x)
+                fl += c[0]
+                ws.append(c[1])
+                ls.append(round(float(out["loss"]), 4))
+            emb.requires_grad_(True)
+            if r >= args.warmup:
+                times[name].append(total)
+                flop[name].append(fl)
+                widths[name].append(ws)
+                losses[name].append(ls)
+            print(f"round {r} {name}: {len(batches)} steps {total:.1f}s", flush=True)
+    peak = matmul_peak(args.threads)
+    n_ex = len(bench.subset)
+    results = {}
+    for name in names:
+        ts = times[name]
+        ratios = [tr / t for tr, t in zip(times["reference"], ts)]
+        results[name] = {
+            "note": variants[name]["note"],
+            "seconds_per_round": [round(t, 2) for t in ts],
+            "examples_per_s": round(n_ex * len(ts) / sum(ts), 3),
+            "speedup_vs_reference": round(statistics.median(ratios), 3),
+            "speedup_per_round": [round(x, 3) for x in ratios],
+            "est_gflop_per_example": round(sum(flop[name]) / len(ts) / n_ex / 1e9, 2),
+            "achieved_gflop_s": round(sum(flop[name]) / sum(ts) / 1e9, 2),
+            "fraction_of_measured_fp32_peak": round(sum(flop[name]) / sum(ts) / peak, 3),
+            "rows_x_width_first_round": widths[name][0],
+            "loss_first_round": losses[name][0],
+        }
+    return {"examples_per_round": n_ex, "equality_on_one_batch": equality, "variants": results,
+            "matmul_peak_gflop_s": round(peak / 1e9, 2),
+            "matmul_peak_bf16_gflop_s": round(matmul_peak(args.threads, dtype=torch.bfloat16) / 1e9, 2),
+            "adamw_step_seconds": optimiser_timing(bench)}
+
+
 # ---- torch.compile, in a child process with a time limit ---------------------------------------------
 
 def compile_child(args) -> None:
@@ -526,6 +715,9 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--only", nargs="*", help="variants to time (reference is always included)")
+    ap.add_argument("--same-examples", type=int, default=0, help="time each variant on one pass over this many "
+                    "fixed rows per round, batched as its training would batch them (the headline mode; "
+                    "section 'training_same_examples'); 0 = the older one-batch-per-round mode")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--static-only", action="store_true", help="only the untimed parts: model size, epoch "
                     "padding and FLOP estimates")
@@ -563,8 +755,13 @@ def main(argv=None) -> None:
                            "hidden": bench.hidden, "vocab": bench.vocab, "layers": bench.layers}
         result["epoch_padding"] = bench.epoch_padding
         result["epoch_flop_estimate"] = epoch_estimate(bench)
-        if not args.static_only:
-            names = list(make_variants(bench))
+        if args.same_examples and not args.static_only:
+            names = ["reference"] + [n for n in (args.only or SAME_EXAMPLES_VARIANTS) if n != "reference"]
+            info = stamp()
+            result["training_same_examples"] = {**info, **time_same_examples(bench, names),
+                                                "load_average_at_end": os.getloadavg()}
+        elif not args.static_only:
+            names = [n for n, v in make_variants(bench).items() if not v.get("untimed")]
             if args.only:
                 names = ["reference"] + [n for n in names if n in args.only and n != "reference"]
             info = stamp()
@@ -578,7 +775,7 @@ def main(argv=None) -> None:
     out_path.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("training")}, indent=1))
     for section, value in result.items():
-        if section.startswith("training") and isinstance(value, dict):
+        if section.startswith("training") and isinstance(value, dict) and "variants" in value:
             print(section)
             for name, v in value["variants"].items():
                 print(f"  {name:40s} {v['examples_per_s']:8.3f} ex/s  x{v['speedup_vs_reference']}  "

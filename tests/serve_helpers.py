@@ -14,7 +14,8 @@ TEXTS = ["Tom has 3 apples and buys 4 more.\nHow many apples does he have?",
          "Sara had 5 pens. She gave 2 away.\nHow many are left?"]
 
 
-def lively_model_dir(root: Path, family: str = "causal", method: str = "dsbs", std: float = 0.3) -> Path:
+def lively_model_dir(root: Path, family: str = "causal", method: str = "dsbs", std: float = 0.3,
+                     layout: str = "prefix") -> Path:
     """A tiny random student with large weights, saved like a trained one: its greedy outputs differ from
     input to input (a freshly initialised tiny model answers the same token everywhere)."""
     import torch
@@ -25,14 +26,14 @@ def lively_model_dir(root: Path, family: str = "causal", method: str = "dsbs", s
     from stepdistill.tasks import get_task
 
     cfg = load_config(REPO / "configs" / f"tiny-{family if family == 'causal' else 'seq2seq'}.yaml",
-                      [f"method.name={method}", "student.max_rationale_tokens=24"])
+                      [f"method.name={method}", "student.max_rationale_tokens=24", f"student.prompt_layout={layout}"])
     model, tok = (tiny_random_llama if family == "causal" else tiny_random_t5)(seed=1)
     torch.manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" not in name:
                 p.normal_(0, std)
-    out = root / f"lively-{family}-{method}" / "model"
+    out = root / f"lively-{family}-{method}-{layout}" / "model"
     out.parent.mkdir(parents=True, exist_ok=True)
     save_student(model, tok, out, student_meta(cfg, get_task(cfg.data.task)))
     return out

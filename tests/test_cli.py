@@ -56,12 +56,24 @@ def test_run_writes_the_run_directory_contract(tmp_path, data_dir, config):
 
 
 @pytest.mark.slow
-def test_training_loss_falls_in_a_real_run(tmp_path, data_dir):
+@pytest.mark.parametrize("options", [[], ["student.prompt_layout=suffix"], ["train.mixed_precision=bf16"]],
+                         ids=["default", "suffix-layout-shared-pass", "bf16"])
+def test_training_loss_falls_in_a_real_run(tmp_path, data_dir, options):
     run = tmp_path / "run"
-    _cli("train", "configs/tiny-causal.yaml", "-o", str(run), "--set", "train.epochs=4", "--set", "train.eval_every=100")
+    sets = [x for o in options for x in ("--set", o)]
+    _cli("train", "configs/tiny-causal.yaml", "-o", str(run), "--set", "train.epochs=4", "--set", "train.eval_every=100",
+         *sets)
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
     assert losses[-1] < 0.8 * losses[0], losses
+    meta = json.loads((run / "model" / "stepdistill.json").read_text())
+    assert meta["prompt_format"] == (2 if "student.prompt_layout=suffix" in options else 1)
+    from stepdistill.student import Student
+
+    student = Student.load(run)
+    assert student.layout == ("suffix" if meta["prompt_format"] == 2 else "prefix")
+    out = student.predict(["Tom has 3 apples and buys 4 more.\nHow many apples does he have?"], explain=True)
+    assert set(out[0]) == {"label", "raw", "rationale"}
 
 
 def _wait_for_checkpoint(run: Path, proc, min_step: int, timeout=300):

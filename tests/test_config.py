@@ -37,3 +37,15 @@ def test_unknown_settings_and_types():
         load_config(None, ["train.lrr=1"])
     with pytest.raises(ConfigError, match="train.epochs: expected float"):
         load_config(None, ["train.epochs=many"])
+
+
+def test_suffix_layout_needs_a_causal_student():
+    from stepdistill.config import load_config
+    from stepdistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="suffix needs a causal student"):
+        load_config(None, ["student.family=seq2seq", "student.prompt_layout=suffix"])
+    with pytest.raises(ConfigError, match="prompt_layout: prefix or suffix"):
+        load_config(None, ["student.prompt_layout=middle"])
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        load_config(None, ["train.mixed_precision=fp8"])

@@ -51,6 +51,20 @@ def test_exported_directory_predicts_the_same_with_plain_transformers(tmp_path, 
     assert spec.pop("prompt_sha256") == result.prompt_hash == prompt_hash(spec)
 
 
+def test_suffix_layout_student_exports_its_own_prompt_layout(tmp_path):
+    model_dir = lively_model_dir(tmp_path, "causal", layout="suffix")
+    out = tmp_path / "exported"
+    export(model_dir, out)
+    spec = json.loads((out / "stepdistill_prompt.json").read_text())
+    assert spec["prompt_format"] == 2 and spec["label_prefix"] == "" and spec["answer_marker"] == "\n[label] Answer:"
+    want = [p["raw"] for p in Student.load(model_dir).predict(TEXTS, batch_size=1)]
+    assert len(set(want)) > 1
+    assert plain_transformers_predictions(out, TEXTS) == want
+    # the prefix-layout prompt gives other outputs: the layout really is the one the student was trained on
+    prefix_dir = lively_model_dir(tmp_path, "causal")
+    assert [p["raw"] for p in Student.load(prefix_dir).predict(TEXTS, batch_size=1)] != want
+
+
 def test_single_task_card_snippet_reads_the_answer_after_the_rationale(tmp_path):
     model_dir = lively_model_dir(tmp_path, "causal", method="single_task")
     export(model_dir, tmp_path / "out")

@@ -90,3 +90,32 @@ def test_split_views_equal_the_concatenated_pass():
     split = StudentWithLoss(model, "causal", 0.3, split_views=True)(**batch)
     for key in ("loss", "label_loss", "rationale_loss"):
         assert torch.allclose(concat[key], split[key], atol=1e-5), key
+
+
+def test_suffix_layout_training_data_gives_the_shared_pass_the_two_view_loss():
+    """build_training_data with student.prompt_layout=suffix: the shared rows train on exactly the loss of the
+    suffix-layout views (a dropped rationale included), and prompts match what prediction builds."""
+    from stepdistill.config import load_config
+    from stepdistill.student.data import build_training_data
+    from stepdistill.student.views import prompt_ids
+    from stepdistill.tasks import Example, get_task
+
+    model, tok = load_pretrained("causal", "tiny-random-llama")
+    model.eval()
+    cfg = load_config(None, ["student.name=tiny-random-llama", "student.prompt_layout=suffix"])
+    examples = [Example(id=str(j), input=t, label=l, teacher_label=l, teacher_rationale=r) for j, (t, l, r) in
+                enumerate(ROWS)]
+    data = build_training_data(cfg, get_task("svamp"), examples, tok)
+    assert data.shared is not None and len(data.shared) == len(ROWS)
+    assert data.report["rationales_dropped"] == 1
+    for f in data.features:
+        view = "label" if f.task == LABEL_TASK else "rationale"
+        prompt = prompt_ids(tok, "causal", view, ROWS[f.example][0], cfg.student.max_input_tokens, "suffix")
+        assert f.input_ids[:len(prompt)] == prompt
+    views = StudentWithLoss(model, "causal", 0.3)(**collate(data.features, tok.pad_token_id, "causal"))
+    shared = SharedInputLoss(model, 0.3)(**collate_shared(data.shared, tok.pad_token_id))
+    for key in ("loss", "label_loss", "rationale_loss"):
+        assert torch.allclose(views[key], shared[key], atol=1e-5), key
+    prefix = build_training_data(load_config(None, ["student.name=tiny-random-llama"]), get_task("svamp"),
+                                 examples, tok)
+    assert prefix.shared is None

@@ -63,6 +63,11 @@ class StudentConfig:
     """LoRA scaling numerator."""
     freeze_embeddings: bool = False
     """Keep the input embeddings fixed (faster, fewer optimiser states)."""
+    prompt_layout: str = "prefix"
+    """Where the task marker goes: prefix (``[label] <input>\\nAnswer:``, the paper's) or suffix
+    (``<input>\\n[label] Answer:``, causal students only). With suffix, a dsbs step encodes each input once for
+    both views (one forward with a block attention mask; same loss as two suffix-layout views), which is
+    faster. Saved with the model, so prediction uses the same layout."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,10 @@ class TrainConfig:
     split_views: bool = True
     """dsbs (causal): one forward per view (label, rationale), each padded to its own longest row, instead
     of one concatenated forward padded to the longest rationale row; same loss, fewer padded tokens
-    (faster on a compute-bound CPU: see benchmarks/results/throughput.json)."""
+    (faster on a compute-bound CPU: see benchmarks/results/throughput.json). Unused with the suffix layout."""
+    mixed_precision: str = "no"
+    """no (float32 math) or bf16 (autocast matmuls to bfloat16, float32 weights and optimiser; faster on CPUs
+    and GPUs with bf16 units, not bit-exact)."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +229,10 @@ def validate(cfg: RunConfig) -> None:
     for name in ("max_input_tokens", "max_label_tokens", "max_rationale_tokens"):
         check(getattr(s, name) > 0, f"student.{name}: must be positive")
     check(s.lora_r >= 0, "student.lora_r: must be >= 0")
+    check(s.prompt_layout in ("prefix", "suffix"), f"student.prompt_layout: prefix or suffix, got '{s.prompt_layout}'")
+    check(s.prompt_layout == "prefix" or s.family == "causal",
+          "student.prompt_layout: suffix needs a causal student (seq2seq students use prefix)")
+    check(t.mixed_precision in ("no", "bf16"), f"train.mixed_precision: no or bf16, got '{t.mixed_precision}'")
     check(d.teacher_failures in TEACHER_FAILURE_POLICIES,
           f"data.teacher_failures: one of {', '.join(TEACHER_FAILURE_POLICIES)}, got '{d.teacher_failures}'")
     check(d.train_size is None or d.train_size > 0, "data.train_size: must be positive (a count or a fraction)")

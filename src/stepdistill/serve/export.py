@@ -36,15 +36,17 @@ class ExportResult:
 def prompt_spec(meta: dict, task) -> dict:
     """Everything that decides what the student reads and how its output is cut, as plain data."""
     causal = meta["family"] == "causal"
+    number = meta.get("prompt_format", 1)
+    layout = views.LAYOUTS[views.layout_of_format(number)]
     return {
-        "prompt_format": views.PROMPT_FORMAT,
+        "prompt_format": number,
         "family": meta["family"],
         "method": meta["method"],
         "input_template": task.template,
-        "label_prefix": views.LABEL_PREFIX,
-        "rationale_prefix": views.RATIONALE_PREFIX,
-        "answer_marker": views.ANSWER_MARKER if causal else None,
-        "rationale_marker": views.RATIONALE_MARKER if causal else None,
+        "label_prefix": layout["label"][0],
+        "rationale_prefix": layout["rationale"][0],
+        "answer_marker": layout["label"][1] if causal else None,
+        "rationale_marker": layout["rationale"][1] if causal else None,
         "single_task_join": views.SINGLE_TASK_JOIN if meta["method"] == "single_task" else None,
         "max_input_tokens": meta.get("max_input_tokens"),
         "max_new_tokens": meta.get("max_new_tokens") or task.max_new_tokens(),
@@ -137,7 +139,7 @@ model = {auto}.from_pretrained(model_dir).eval()
 
 
 def ids(text):  # each prompt piece is tokenized on its own, without special tokens
-    return tok(text, add_special_tokens=False)["input_ids"]
+    return tok(text, add_special_tokens=False)["input_ids"] if text else []
 
 
 def predict(text):
@@ -204,8 +206,10 @@ def model_card(info, task, spec: dict, digest: str) -> str:
                           "seq2seq) instead of generating it; greedy generation below can differ")
     explain = ""
     if spec["method"] == "dsbs":
-        explain = (f"\nFor a rationale, use the prefix `{spec['rationale_prefix']!s}`"
-                   + (f" and the marker `{spec['rationale_marker']!r}`" if spec["rationale_marker"] else "")
+        pieces = [f"the prefix `{spec['rationale_prefix']!s}`"] if spec["rationale_prefix"] else []
+        if spec["rationale_marker"]:
+            pieces.append(f"the marker `{spec['rationale_marker']!r}`")
+        explain = (f"\nFor a rationale, use {' and '.join(pieces)}"
                    + f" with up to {spec['max_rationale_tokens']} new tokens.\n")
     return f"""{front}
 

@@ -115,7 +115,7 @@ class OnnxLabeler:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def prompt(self, text: str) -> list[int]:
         s = self.spec

@@ -18,6 +18,7 @@ class TrainingData:
     features: list[Feature]
     by_example: list[list[int]]  # feature indices of each example
     report: dict
+    shared: list | None = None  # dsbs, suffix layout: one SharedFeature per example (student/shared.py)
 
 
 def attach_rationales(task: Task, examples: list[Example], path: str | Path) -> tuple[list[Example], int]:
@@ -57,6 +58,7 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
         ids = ", ".join(ex.id for ex in failed[:5])
         raise DataError(f"{len(failed)} training rows have no parsable teacher output (e.g. {ids}); set "
                         "data.teacher_failures=drop_rationale or drop_row to train without them")
+    layout = s.prompt_layout
     kept, features, by_example = [], [], []
     for ex in examples:
         bad = ex.teacher_label is None or ex.teacher_rationale is None
@@ -71,22 +73,33 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
             target = ex.teacher_rationale + SINGLE_TASK_JOIN + label
             ids.append(len(features))
             features.append(make_feature(tokenizer, s.family, "rationale", ex.input, target, s.max_input_tokens,
-                                         s.max_rationale_tokens + s.max_label_tokens, LABEL_TASK, i))
+                                         s.max_rationale_tokens + s.max_label_tokens, LABEL_TASK, i, layout))
         else:
             ids.append(len(features))
             features.append(make_feature(tokenizer, s.family, "label", ex.input, label, s.max_input_tokens,
-                                         s.max_label_tokens, LABEL_TASK, i))
+                                         s.max_label_tokens, LABEL_TASK, i, layout))
             if method == "dsbs":
                 if ex.teacher_rationale is None or bad:
                     report["rationales_dropped"] += 1
                 else:
                     ids.append(len(features))
                     features.append(make_feature(tokenizer, s.family, "rationale", ex.input, ex.teacher_rationale,
-                                                 s.max_input_tokens, s.max_rationale_tokens, RATIONALE_TASK, i))
+                                                 s.max_input_tokens, s.max_rationale_tokens, RATIONALE_TASK, i,
+                                                 layout))
         by_example.append(ids)
     if not kept:
         raise DataError(f"no training rows left for method '{method}' with labels '{labels}' "
                         f"after the teacher-failure policy '{policy}'")
     report["rows_used"] = len(kept)
     report["views"] = len(features)
-    return TrainingData(kept, features, by_example, report)
+    shared = None
+    if method == "dsbs" and layout == "suffix":
+        from stepdistill.student.shared import shared_feature
+
+        shared = []
+        for i, (ex, ids) in enumerate(zip(kept, by_example)):
+            label = ex.label if labels == "gold" else ex.teacher_label
+            rationale = ex.teacher_rationale if len(ids) == 2 else None
+            shared.append(shared_feature(tokenizer, ex.input, label, rationale, s.max_input_tokens,
+                                         s.max_label_tokens, s.max_rationale_tokens, i))
+    return TrainingData(kept, features, by_example, report, shared)

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from stepdistill.errors import StepdistillError
-from stepdistill.student.views import PROMPT_FORMAT, prompt_ids, split_single_task, target_ids
+from stepdistill.student.views import layout_of_format, prompt_ids, split_single_task, target_ids
 
 META_FILE = "stepdistill.json"
 _CHOICE_LINE = re.compile(r"^\(([a-z])\)\s*(.+)$", re.MULTILINE)
@@ -77,6 +77,10 @@ class Student:
         self.meta = dict(meta)
         self.family = meta["family"]
         self.method = meta["method"]
+        try:
+            self.layout = layout_of_format(meta.get("prompt_format", 1))
+        except ValueError as exc:
+            raise StepdistillError(str(exc)) from None
         if task is None:
             from stepdistill.tasks import get_task
 
@@ -89,9 +93,10 @@ class Student:
 
         model_dir = find_model_dir(path)
         meta = json.loads((model_dir / META_FILE).read_text())
-        if meta.get("prompt_format") != PROMPT_FORMAT:
-            raise StepdistillError(f"{model_dir} uses prompt format {meta.get('prompt_format')}; this stepdistill "
-                                   f"reads format {PROMPT_FORMAT}")
+        try:
+            layout_of_format(meta.get("prompt_format"))
+        except ValueError as exc:
+            raise StepdistillError(f"{model_dir}: {exc}") from None
         model, tok = load_pretrained(meta["family"], str(model_dir), dtype)
         model.eval()
         return cls(model, tok, meta)
@@ -137,7 +142,7 @@ class Student:
                 raise StepdistillError(f"no label candidates for input {text[:60]!r} (its choices are missing)")
         max_in = int(self.meta.get("max_input_tokens", 256))
         max_label = int(self.meta.get("max_label_tokens", 32))
-        prompts = [prompt_ids(self.tokenizer, self.family, "label", t, max_in) for t, _ in pairs]
+        prompts = [prompt_ids(self.tokenizer, self.family, "label", t, max_in, self.layout) for t, _ in pairs]
         targets = [[target_ids(self.tokenizer, self.family, c, max_label) for c in cs] for cs in cands]
         scorer = _score_causal if self.family == "causal" else _score_seq2seq
         scores: list[list[float]] = [[] for _ in pairs]
@@ -177,7 +182,7 @@ class Student:
             if explain:
                 texts = [self._text_and_row(x)[0] for x in inputs]
                 max_in = int(self.meta.get("max_input_tokens", 256))
-                prompts = [prompt_ids(self.tokenizer, self.family, "rationale", t, max_in) for t in texts]
+                prompts = [prompt_ids(self.tokenizer, self.family, "rationale", t, max_in, self.layout) for t in texts]
                 for res, text in zip(results, generate(self.model, self.tokenizer, self.family, prompts,
                                                        int(self.meta.get("max_rationale_tokens", 128)), batch_size)):
                     res["rationale"] = text
@@ -188,19 +193,19 @@ class Student:
         rationale_budget = int(self.meta.get("max_rationale_tokens", 128))
         results = [{} for _ in pairs]
         if self.method == "single_task":
-            prompts = [prompt_ids(self.tokenizer, self.family, "rationale", t, max_in) for t, _ in pairs]
+            prompts = [prompt_ids(self.tokenizer, self.family, "rationale", t, max_in, self.layout) for t, _ in pairs]
             texts = generate(self.model, self.tokenizer, self.family, prompts, rationale_budget + label_budget,
                              batch_size)
             for res, text in zip(results, texts):
                 rationale, answer = split_single_task(text)
                 res.update(raw=answer if answer is not None else text, rationale=rationale, _answer=answer)
         else:
-            prompts = [prompt_ids(self.tokenizer, self.family, "label", t, max_in) for t, _ in pairs]
+            prompts = [prompt_ids(self.tokenizer, self.family, "label", t, max_in, self.layout) for t, _ in pairs]
             texts = generate(self.model, self.tokenizer, self.family, prompts, label_budget, batch_size)
             for res, text in zip(results, texts):
                 res.update(raw=text.split("\n")[0].strip(), _answer=text.split("\n")[0].strip())
             if explain:
-                prompts = [prompt_ids(self.tokenizer, self.family, "rationale", t, max_in) for t, _ in pairs]
+                prompts = [prompt_ids(self.tokenizer, self.family, "rationale", t, max_in, self.layout) for t, _ in pairs]
                 for res, text in zip(results, generate(self.model, self.tokenizer, self.family, prompts,
                                                        rationale_budget, batch_size)):
                     res["rationale"] = text

@@ -1,20 +1,17 @@
-"""Shared-input single pass for dsbs with a causal student (opt-in; used by benchmarks/throughput.py).
+"""Shared-input single pass for dsbs with a causal student (``student.prompt_layout=suffix``).
 
-The default layout puts the task prefix in front of the input (``[label] <input>\\nAnswer:``), so the label
+The prefix layout puts the task marker in front of the input (``[label] <input>\nAnswer:``), so the label
 and rationale views share no prefix and the input is encoded twice. With the task marker *after* the input
-(``<input>\\n[label] Answer: <label>`` and ``<input>\\n[rationale] Rationale: <rationale>``) both views start
-with the same tokens, and one row can hold ``input | label segment | rationale segment``:
+(the suffix layout: ``<input>\n[label] Answer: <label>`` and ``<input>\n[rationale] Rationale: <rationale>``)
+both views start with the same tokens, and one row can hold ``input | label segment | rationale segment``:
 
 * a block attention mask lets the rationale segment see the input and itself, never the label segment;
 * position ids restart at ``len(input)`` for the rationale segment.
 
 The logits at every target position then equal those of the two separate suffix-layout views (up to float
 rounding), so the loss is the same ``alpha * label_loss + (1 - alpha) * rationale_loss`` while the input is
-encoded once. This layout differs from ``PROMPT_FORMAT`` 1, which trained models and ``Student.predict`` use,
-so it is not wired into ``stepdistill train``: a model trained this way must be prompted with
-``suffix_prompt_ids``.
-
-    python benchmarks/throughput.py --only shared
+encoded once. ``stepdistill train`` uses it for dsbs whenever the layout is ``suffix``; the saved model has
+prompt format 2 and ``Student.predict`` prompts it that way.
 """
 
 from __future__ import annotations
@@ -25,10 +22,10 @@ import torch
 from torch import nn
 
 from stepdistill.student.losses import IGNORE, LABEL_TASK, RATIONALE_TASK, multitask_loss, token_cross_entropy
-from stepdistill.student.views import Feature, _ids, target_ids
+from stepdistill.student.views import LAYOUTS, Feature, _ids, prompt_ids, target_ids
 
-SUFFIX_LABEL_MARKER = "\n[label] Answer:"
-SUFFIX_RATIONALE_MARKER = "\n[rationale] Rationale:"
+SUFFIX_LABEL_MARKER = LAYOUTS["suffix"]["label"][1]
+SUFFIX_RATIONALE_MARKER = LAYOUTS["suffix"]["rationale"][1]
 
 INPUT_SEGMENT, LABEL_SEGMENT, RATIONALE_SEGMENT = 0, 1, 2
 
@@ -44,8 +41,7 @@ class SharedFeature:
 
 def suffix_prompt_ids(tokenizer, view: str, text: str, max_input_tokens: int) -> list[int]:
     """Prompt of one view in the suffix layout: ``<input>`` then the task marker."""
-    marker = SUFFIX_LABEL_MARKER if view == "label" else SUFFIX_RATIONALE_MARKER
-    return _ids(tokenizer, text)[:max_input_tokens] + _ids(tokenizer, marker)
+    return prompt_ids(tokenizer, "causal", view, text, max_input_tokens, layout="suffix")
 
 
 def suffix_feature(tokenizer, view: str, text: str, target: str, max_input: int, max_target: int, task: int,

@@ -25,7 +25,8 @@ from stepdistill.errors import StepdistillError
 from stepdistill.student.data import TrainingData, attach_rationales, build_training_data
 from stepdistill.student.losses import IGNORE, multitask_loss, token_cross_entropy
 from stepdistill.student.predict import META_FILE, Student
-from stepdistill.student.views import PROMPT_FORMAT, collate, epoch_batches, steps_per_epoch
+from stepdistill.student.shared import SharedInputLoss, collate_shared
+from stepdistill.student.views import FORMAT_OF_LAYOUT, collate, epoch_batches, steps_per_epoch
 from stepdistill.tasks import Example, Task, get_task, load_splits
 
 CHECKPOINT = "checkpoint"
@@ -85,6 +86,15 @@ class StudentWithLoss(nn.Module):
         else:
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask]
         return token_cross_entropy(logits, shift[mask])
+
+
+def make_optimizer(params, lr: float, weight_decay: float):
+    """AdamW, fused into one kernel where torch has one for these parameters (on CPU it is ~8x faster than
+    the default per-tensor loop: 0.04 vs 0.35 s per step for 135M parameters), else the default one."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 # ---- run directory ------------------------------------------------------------------------------
@@ -169,7 +179,7 @@ def student_meta(cfg: RunConfig, task: Task) -> dict:
         "family": cfg.student.family, "student": cfg.student.name, "task": task.name,
         "task_spec": cfg.data.task if cfg.data.task.endswith((".yaml", ".yml")) else None,
         "method": cfg.method.name, "labels": cfg.method.labels, "alpha": cfg.method.alpha,
-        "prompt_format": PROMPT_FORMAT, "max_input_tokens": cfg.student.max_input_tokens,
+        "prompt_format": FORMAT_OF_LAYOUT[cfg.student.prompt_layout], "max_input_tokens": cfg.student.max_input_tokens,
         "max_rationale_tokens": cfg.student.max_rationale_tokens,
         "max_new_tokens": cfg.eval.max_new_tokens or task.max_new_tokens(),
         "max_label_tokens": cfg.student.max_label_tokens, "label_scoring": cfg.eval.label_scoring,
@@ -235,7 +245,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision)
     is_main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     run_dir = cfg.run_dir()
     task = get_task(cfg.data.task)
@@ -277,7 +287,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
     warmup = int(cfg.train.warmup_ratio * total_steps)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = make_optimizer(params, cfg.train.lr, cfg.train.weight_decay)
 
     def lr_lambda(step: int) -> float:
         if step < warmup:
@@ -287,7 +297,10 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    wrapper = StudentWithLoss(model, cfg.student.family, cfg.method.alpha, split_views=cfg.train.split_views)
+    if data.shared is not None:  # dsbs, suffix layout: one forward per example for both views
+        wrapper = SharedInputLoss(model, cfg.method.alpha)
+    else:
+        wrapper = StudentWithLoss(model, cfg.student.family, cfg.method.alpha, split_views=cfg.train.split_views)
     wrapped, optimizer = accelerator.prepare(wrapper, optimizer)
     state = TrainState()
     if resume:
@@ -295,7 +308,10 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
         state = TrainState(**raw["state"])
         random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in raw["python_rng"]))
 
-    lengths = [sum(len(data.features[f].input_ids) for f in ids) for ids in data.by_example]
+    if data.shared is not None:
+        lengths = [len(f.input_ids) for f in data.shared]
+    else:
+        lengths = [sum(len(data.features[f].input_ids) for f in ids) for ids in data.by_example]
     eval_every = cfg.train.eval_every
     log_path = run_dir / "train_log.jsonl"
     bar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc=f"train {task.name}/{cfg.method.name}",
@@ -356,8 +372,11 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
                 chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
                 totals = {"loss": 0.0, "label_loss": 0.0, "rationale_loss": 0.0}
                 for j, chunk in enumerate(chunks):
-                    feats = [data.features[f] for e in chunk for f in data.by_example[e]]
-                    batch = collate(feats, tokenizer.pad_token_id, cfg.student.family)
+                    if data.shared is not None:
+                        batch = collate_shared([data.shared[e] for e in chunk], tokenizer.pad_token_id)
+                    else:
+                        feats = [data.features[f] for e in chunk for f in data.by_example[e]]
+                        batch = collate(feats, tokenizer.pad_token_id, cfg.student.family)
                     sync = j == len(chunks) - 1
                     with nullcontext() if sync or world == 1 else accelerator.no_sync(wrapped):
                         out = wrapped(**batch)

@@ -1,7 +1,14 @@
 """Training views: each example becomes one or two (prompt, target) token sequences, built once.
 
-Views are picked by a task prefix, as in the paper: ``[label]`` -> label, ``[rationale]`` -> rationale.
+Views are picked by a task marker, as in the paper: ``[label]`` -> label, ``[rationale]`` -> rationale.
 ``single_task`` trains one view: rationale, then "So the answer is <label>". The collator only pads.
+
+Two prompt layouts (``student.prompt_layout``), saved with every model as its prompt format:
+
+* ``prefix`` (format 1, the paper's): ``[label] <input>\nAnswer:`` / ``[rationale] <input>\nRationale:``;
+* ``suffix`` (format 2, causal students): ``<input>\n[label] Answer:`` / ``<input>\n[rationale] Rationale:``.
+  Both views then start with the same tokens, so a dsbs step encodes the input once for both
+  (``student/shared.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +27,21 @@ RATIONALE_PREFIX = "[rationale] "
 ANSWER_MARKER = "\nAnswer:"
 RATIONALE_MARKER = "\nRationale:"
 SINGLE_TASK_JOIN = " So the answer is "
-PROMPT_FORMAT = 1  # bump when the prompt layout changes; saved with every model
+# layout -> view -> (text before the input, text after it); the format number is saved with every model
+LAYOUTS = {
+    "prefix": {"label": (LABEL_PREFIX, ANSWER_MARKER), "rationale": (RATIONALE_PREFIX, RATIONALE_MARKER)},
+    "suffix": {"label": ("", "\n[label] Answer:"), "rationale": ("", "\n[rationale] Rationale:")},
+}
+PROMPT_FORMATS = {1: "prefix", 2: "suffix"}
+FORMAT_OF_LAYOUT = {layout: number for number, layout in PROMPT_FORMATS.items()}
+
+
+def layout_of_format(number) -> str:
+    """The layout a saved model's ``prompt_format`` stands for; ValueError for a format this version lacks."""
+    if number not in PROMPT_FORMATS:
+        raise ValueError(f"prompt format {number!r} is unknown to this stepdistill (known: "
+                         f"{', '.join(str(n) for n in PROMPT_FORMATS)}); upgrade stepdistill")
+    return PROMPT_FORMATS[number]
 
 
 @dataclass(frozen=True)
@@ -32,17 +53,18 @@ class Feature:
 
 
 def _ids(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
-def prompt_ids(tokenizer, family: str, view: str, text: str, max_input_tokens: int) -> list[int]:
-    """Token ids of a prompt. ``view``: "label" or "rationale". Shared by training and inference."""
-    prefix = LABEL_PREFIX if view == "label" else RATIONALE_PREFIX
+def prompt_ids(tokenizer, family: str, view: str, text: str, max_input_tokens: int,
+               layout: str = "prefix") -> list[int]:
+    """Token ids of a prompt. ``view``: "label" or "rationale". Shared by training and inference: each piece
+    (before, input, after) is tokenized on its own, so the input's tokens are the same in both views."""
+    before, after = LAYOUTS[layout][view]
     body = _ids(tokenizer, text)[:max_input_tokens]
     if family == "causal":
-        marker = ANSWER_MARKER if view == "label" else RATIONALE_MARKER
-        return _ids(tokenizer, prefix) + body + _ids(tokenizer, marker)
-    return _ids(tokenizer, prefix) + body + [tokenizer.eos_token_id]
+        return _ids(tokenizer, before) + body + _ids(tokenizer, after)
+    return _ids(tokenizer, before) + body + [tokenizer.eos_token_id]
 
 
 def target_ids(tokenizer, family: str, text: str, max_tokens: int) -> list[int]:
@@ -51,8 +73,8 @@ def target_ids(tokenizer, family: str, text: str, max_tokens: int) -> list[int]:
 
 
 def make_feature(tokenizer, family: str, view: str, text: str, target: str, max_input: int, max_target: int,
-                 task: int, example: int) -> Feature:
-    prompt = prompt_ids(tokenizer, family, view, text, max_input)
+                 task: int, example: int, layout: str = "prefix") -> Feature:
+    prompt = prompt_ids(tokenizer, family, view, text, max_input, layout)
     tgt = target_ids(tokenizer, family, target, max_target)
     if family == "causal":
         return Feature(prompt + tgt, [IGNORE] * len(prompt) + tgt, task, example)
