@@ -209,6 +209,11 @@ def flops(bench: Bench, rows: list[tuple[int, int]], logit_rows: int, train_line
 
 # ---- variants: each returns (inputs builder, loss fn, step fn, flop counter) --------------------------
 
+def precision(bf16: bool):
+    """bf16 autocast (what train.mixed_precision=bf16 does on CPU) or plain float32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+
+
 def _step(loss, params, optimizer):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -263,8 +268,7 @@ def make_variants(bench: Bench) -> dict:
             return collate(feats(batch), pad, "causal")
 
         def loss(x):
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
-            with ctx:
+            with precision(bf16):
                 return wrapper(**x)
 
         def count(x):
@@ -285,8 +289,7 @@ def make_variants(bench: Bench) -> dict:
             return collate_shared([bench.shared[e] for e in batch], pad)
 
         def loss(x):
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
-            with ctx:
+            with precision(bf16):
                 return wrapper(**x)
 
         def count(x):

@@ -16,12 +16,13 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
     from stepdistill.student import train
 
     run_dir = train.run(cfg, overwrite=overwrite, resume=resume)
-    if _is_main():
+    if is_main_process():
         evaluate.run(run_dir, "test")
     return run_dir
 
 
-def _is_main() -> bool:
+def is_main_process() -> bool:
+    """True on the process that writes results (rank 0 of a torchrun / accelerate launch, or a single process)."""
     import os
 
     return int(os.environ.get("RANK", "0")) == 0

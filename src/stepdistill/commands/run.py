@@ -14,6 +14,6 @@ def main(args) -> int:
     from stepdistill import pipeline
 
     run_dir = pipeline.run(config_from_args(args), overwrite=args.overwrite, resume=args.resume)
-    if pipeline._is_main():
+    if pipeline.is_main_process():
         print_metrics(run_dir)
     return 0

@@ -148,6 +148,11 @@ def _retry_after(exc: BaseException) -> float | None:
         return max(0.0, when.timestamp() - time.time()) if when else None
 
 
+def check_mode(settings: TeacherSettings) -> None:
+    if settings.mode not in MODES:
+        raise StepdistillError(f"--mode must be one of {', '.join(MODES)}, got '{settings.mode}'")
+
+
 class OpenAITeacher:
     """Any OpenAI-compatible endpoint through the official ``openai`` SDK (async, bounded concurrency,
     retries with exponential back-off and jitter, honouring Retry-After)."""
@@ -163,8 +168,7 @@ class OpenAITeacher:
             raise StepdistillError("the openai backend needs the openai SDK: pip install 'stepdistill[teacher]'") from None
         if not settings.model:
             raise StepdistillError("the openai backend needs --model (the model name the server serves)")
-        if settings.mode not in MODES:
-            raise StepdistillError(f"--mode must be one of {', '.join(MODES)}, got '{settings.mode}'")
+        check_mode(settings)
         self.openai = openai
         self.settings = settings
         base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL")
@@ -307,8 +311,7 @@ class TransformersTeacher:
     def __init__(self, settings: TeacherSettings, task: Task):
         if not settings.model:
             raise StepdistillError("the transformers backend needs --model (smollm2-135m, a HF directory or a .gguf file)")
-        if settings.mode not in MODES:
-            raise StepdistillError(f"--mode must be one of {', '.join(MODES)}, got '{settings.mode}'")
+        check_mode(settings)
         self.settings = settings
         self.model = None
         self.tokenizer = None
