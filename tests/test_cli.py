@@ -188,3 +188,23 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, data_dir):
     assert 1 <= step < 24
     _cli("train", *args, "-o", str(run), "--resume")
     assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 24
+
+
+@pytest.mark.slow
+def test_bf16_and_float32_runs_in_one_process(tmp_path, data_dir):
+    """train.mixed_precision=bf16 really autocasts (the first loss moves a little, not a lot), and runs with
+    different precisions can follow each other in one Python process (a notebook, quality.py)."""
+    from stepdistill.config import load_config
+    from stepdistill.student import train
+
+    first = {}
+    for precision in ("fp32", "bf16", "fp32"):
+        cfg = load_config(REPO / "configs" / "tiny-causal.yaml", [
+            f"output_dir={tmp_path / precision}", "train.max_steps=2", "data.valid_size=4",
+            f"train.mixed_precision={precision}", "student.prompt_layout=suffix"])
+        run = train.run(cfg, overwrite=True)
+        log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+        first.setdefault(precision, []).append(next(r["loss"] for r in log if "loss" in r))
+    assert first["fp32"][0] == first["fp32"][1]  # float32 is deterministic
+    assert first["bf16"][0] != first["fp32"][0]
+    assert abs(first["bf16"][0] - first["fp32"][0]) < 0.05 * first["fp32"][0]

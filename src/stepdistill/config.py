@@ -118,8 +118,8 @@ class TrainConfig:
     """dsbs (causal): one forward per view (label, rationale), each padded to its own longest row, instead
     of one concatenated forward padded to the longest rationale row; same loss, fewer padded tokens
     (faster on a compute-bound CPU: see benchmarks/results/throughput.json). Unused with the suffix layout."""
-    mixed_precision: str = "no"
-    """no (float32 math) or bf16 (autocast matmuls to bfloat16, float32 weights and optimiser; faster on CPUs
+    mixed_precision: str = "fp32"
+    """fp32 (float32 math) or bf16 (autocast matmuls to bfloat16, float32 weights and optimiser; faster on CPUs
     and GPUs with bf16 units, not bit-exact)."""
 
 
@@ -232,7 +232,7 @@ def validate(cfg: RunConfig) -> None:
     check(s.prompt_layout in ("prefix", "suffix"), f"student.prompt_layout: prefix or suffix, got '{s.prompt_layout}'")
     check(s.prompt_layout == "prefix" or s.family == "causal",
           "student.prompt_layout: suffix needs a causal student (seq2seq students use prefix)")
-    check(t.mixed_precision in ("no", "bf16"), f"train.mixed_precision: no or bf16, got '{t.mixed_precision}'")
+    check(t.mixed_precision in ("fp32", "bf16"), f"train.mixed_precision: fp32 or bf16, got '{t.mixed_precision}'")
     check(d.teacher_failures in TEACHER_FAILURE_POLICIES,
           f"data.teacher_failures: one of {', '.join(TEACHER_FAILURE_POLICIES)}, got '{d.teacher_failures}'")
     check(d.train_size is None or d.train_size > 0, "data.train_size: must be positive (a count or a fraction)")

@@ -109,8 +109,9 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool) 
 
         old = yaml.safe_load((run_dir / "config.yaml").read_text())
         new = cfg.to_dict()
+        default = RunConfig().to_dict()  # a setting added after the run was saved counts as its default
         diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict)
-                 for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k]]
+                 for k in new[sec] if old.get(sec, {}).get(k, default[sec].get(k)) != new[sec][k]]
         if diffs:
             raise StepdistillError(f"cannot resume {run_dir}: settings differ from the saved config.yaml: "
                                    f"{', '.join(diffs)}")
@@ -245,7 +246,9 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision)
+    # mixed precision is applied here, not through Accelerator(mixed_precision=...): accelerate keeps that in a
+    # process-wide singleton, so a second run in the same process with another setting would fail
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     is_main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     run_dir = cfg.run_dir()
     task = get_task(cfg.data.task)
@@ -356,6 +359,11 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
         accelerator.wait_for_everyone()
         return stop[0]
 
+    def autocast():
+        if cfg.train.mixed_precision == "bf16":
+            return torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
     wrapped.train()
     micro = cfg.train.batch_size // cfg.train.grad_accum
     stop = False
@@ -379,7 +387,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
                         batch = collate(feats, tokenizer.pad_token_id, cfg.student.family)
                     sync = j == len(chunks) - 1
                     with nullcontext() if sync or world == 1 else accelerator.no_sync(wrapped):
-                        out = wrapped(**batch)
+                        with autocast():
+                            out = wrapped(**batch)
                         accelerator.backward(out["loss"] / len(chunks))
                     for k in totals:
                         totals[k] += float(out[k].detach()) / len(chunks)
