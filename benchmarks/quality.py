@@ -311,6 +311,30 @@ def plot_sweep(sweep: dict, dataset: str, path: Path) -> bool:
     return True
 
 
+def options_vs_base(rows: list[dict], base: str = "dsbs") -> list[str]:
+    """Table rows: each fast-option method (METHOD_OPTIONS) against ``base`` on the same dataset, size, seeds,
+    lr and epochs, with McNemar on the same test rows."""
+    index = {(r["dataset"], r["n_train"], r["method"], r["lr"], r["epochs"], r["seed"]): r for r in rows}
+    out = []
+    for r0 in sorted({(r["dataset"], r["n_train"], r["method"], r["lr"], r["epochs"]) for r in rows
+                      if r["method"] in METHOD_OPTIONS}, key=str):
+        ds, n, method, lr, ep = r0
+        seeds = sorted(s for (d, nn, m, l, e, s) in index if (d, nn, m, l, e) == r0
+                       and (ds, n, base, lr, ep, s) in index)
+        if not seeds:
+            continue
+        mine = [index[(ds, n, method, lr, ep, s)] for s in seeds]
+        theirs = [index[(ds, n, base, lr, ep, s)] for s in seeds]
+        pairs = [(correctness(a["run_dir"]), correctness(b["run_dir"])) for a, b in zip(mine, theirs)]
+        per = ", ".join(f"{mcnemar(*p)['p_value']:.3g}" for p in pairs)
+        a, b = (statistics.mean(x["test_accuracy"] for x in v) for v in (theirs, mine))
+        secs = [statistics.mean(x.get("train_seconds") or 0 for x in v) for v in (theirs, mine)]
+        out.append(f"| {ds} | {size_tag(n)} | {method} | {lr:g}, {ep:g} | {seeds} | {pct(a)} | {pct(b)} | "
+                   f"{100 * (b - a):+.1f} | {per}; {pooled_mcnemar(pairs)['p_value']:.3g} | "
+                   f"{secs[0]:.0f} → {secs[1]:.0f} |")
+    return out
+
+
 def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
@@ -367,6 +391,12 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
                              for k, v in t["grid"].items())
             lines.append(f"* {method}: {grid}")
         lines.append("")
+    option_lines = options_vs_base(rows)
+    if option_lines:
+        lines += ["## Fast training options vs dsbs (same rows, seeds and settings)", "",
+                  "| dataset | n_train | option | lr, epochs | seeds | dsbs test | option test | Δ | McNemar p "
+                  "(per seed; pooled) | train s/run (dsbs → option) |", "|---|---|---|---|---|---|---|---|---|---|",
+                  *option_lines, ""]
     if sweep:
         lines += [f"## Data-size sweep ({args.sweep_dataset})", "", "| method | " +
                   " | ".join(str(n) for n in args.sweep_sizes) + " |", "|---|" + "---|" * len(args.sweep_sizes)]
