@@ -41,7 +41,7 @@ from stepdistill.config import load_config  # noqa: E402
 from stepdistill.student.data import build_training_data  # noqa: E402
 from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK  # noqa: E402
 from stepdistill.student.models import load_pretrained  # noqa: E402
-from stepdistill.student.shared import SharedInputLoss, collate_shared, shared_feature, suffix_feature  # noqa: E402
+from stepdistill.student.shared import SharedInputLoss, collate_shared  # noqa: E402
 from stepdistill.student.train import StudentWithLoss, make_optimizer  # noqa: E402
 from stepdistill.student.views import collate, epoch_batches  # noqa: E402
 from stepdistill.tasks import get_task, load_splits  # noqa: E402
@@ -85,7 +85,6 @@ class Bench:
         torch.manual_seed(0)
         self.model, self.tok = load_pretrained("causal", args.student)
         self.model.train()
-        s = self.cfg.student
         data = build_training_data(self.cfg, task, splits.train, self.tok)
         # examples with both views (the official code has a rationale for every row)
         keep = [i for i, ids in enumerate(data.by_example) if len(ids) == 2]
@@ -95,14 +94,12 @@ class Bench:
         rounds = args.warmup + args.steps
         self.random_batches = epoch_batches(len(keep), lengths, args.batch_size, 0, 0, False)[:rounds]
         self.grouped_batches = epoch_batches(len(keep), lengths, args.batch_size, 0, 0, True)[:rounds]
-        self.suffix = [[suffix_feature(self.tok, "label", ex.input, ex.label, s.max_input_tokens, s.max_label_tokens,
-                                       LABEL_TASK, j),
-                        suffix_feature(self.tok, "rationale", ex.input, ex.teacher_rationale, s.max_input_tokens,
-                                       s.max_rationale_tokens, RATIONALE_TASK, j)]
-                       for j, ex in enumerate(self.examples)]
-        self.shared = [shared_feature(self.tok, ex.input, ex.label, ex.teacher_rationale, s.max_input_tokens,
-                                      s.max_label_tokens, s.max_rationale_tokens, j)
-                       for j, ex in enumerate(self.examples)]
+        # the same examples in the suffix layout, built as `stepdistill train` builds them: two views per example
+        # (for the reference step on those prompts) and the shared-input row
+        suffix = build_training_data(self.cfg.with_overrides(["student.prompt_layout=suffix"]), task, splits.train,
+                                     self.tok)
+        self.suffix = [[suffix.features[f] for f in suffix.by_example[i]] for i in keep]
+        self.shared = [suffix.shared[i] for i in keep]
         self.epoch_padding = {
             "random": padding_stats(self.features, self.shared,
                                     epoch_batches(len(keep), lengths, args.batch_size, 0, 0, False)),
@@ -231,9 +228,9 @@ def make_variants(bench: Bench) -> dict:
     def n_targets(labels):
         return int((labels[:, 1:] != -100).sum())
 
-    def reference():
+    def reference(views=bench.features):  # bench.suffix: the same step on suffix-layout prompts
         def build(batch):
-            return task_prefix_batches(feats(batch), pad)
+            return task_prefix_batches([f for e in batch for f in views[e]], pad)
 
         def loss(x):
             return reference_loss(m, x, ALPHA)
@@ -297,20 +294,8 @@ def make_variants(bench: Bench) -> dict:
             return flops(bench, rows, n_targets(x["labels"]), not lora, not (lora or freeze)), rows
         return build, loss, count
 
-    def reference_suffix():  # the official step on suffix-layout views (the shared pass's exactness check)
-        def build(batch):
-            return task_prefix_batches([f for e in batch for f in bench.suffix[e]], pad)
-
-        def loss(x):
-            return reference_loss(m, x, ALPHA)
-
-        def count(x):
-            rows = [tuple(v["input_ids"].shape) for v in x.values()]
-            return flops(bench, rows, sum(b * t for b, t in rows), True, True), rows
-        return build, loss, count
-
     V = {
-        "reference_suffix": dict(make=reference_suffix, untimed=True, layout="suffix",
+        "reference_suffix": dict(make=lambda: reference(bench.suffix), untimed=True, layout="suffix",
                                  note="the official step (two passes, full logits) on suffix-layout views; "
                                       "only for the loss/gradient check of the shared pass"),
         "ours_prefix": dict(make=lambda: ours(split=True), grouped=True,
@@ -356,6 +341,16 @@ def make_variants(bench: Bench) -> dict:
     return V
 
 
+def _grads(model) -> list:
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+
+def _grad_match(a: list, b: list) -> dict:
+    diff = max(float((x - y).abs().max()) for x, y in zip(a, b))
+    rel = (sum(float((x - y).pow(2).sum()) for x, y in zip(a, b)) / sum(float(y.pow(2).sum()) for y in b)) ** 0.5
+    return {"max_abs_diff": diff, "max_abs_grad": max(float(y.abs().max()) for y in b), "relative_l2_diff": rel}
+
+
 def check_equality(bench: Bench, variants: dict, built: dict) -> dict:
     """Losses of every variant on batch 0 before any step, and the gradient match of ours vs reference."""
     m = bench.model
@@ -383,18 +378,14 @@ def check_equality(bench: Bench, variants: dict, built: dict) -> dict:
         out["shared_vs_two_suffix_views"] = {k: abs(results["shared"][k] - two[k]) for k in two}
         out["suffix_layout_two_view_losses"] = {k: round(v, 6) for k, v in two.items()}
     # gradients: reference vs ours
+    grads = {}
     for name in ("reference", "ours"):
         build, loss, _ = built[name]
         m.zero_grad(set_to_none=True)
         loss(build(batch))["loss"].backward()
-        if name == "reference":
-            ref_grads = [p.grad.clone() for p in m.parameters()]
-    diff = max(float((p.grad - g).abs().max()) for p, g in zip(m.parameters(), ref_grads))
-    scale = max(float(g.abs().max()) for g in ref_grads)
-    rel = (sum(float((p.grad - g).pow(2).sum()) for p, g in zip(m.parameters(), ref_grads))
-           / sum(float(g.pow(2).sum()) for g in ref_grads)) ** 0.5
+        grads[name] = _grads(m)
     m.zero_grad(set_to_none=True)
-    out["grad_ours_vs_reference"] = {"max_abs_diff": diff, "max_abs_grad": scale, "relative_l2_diff": rel}
+    out["grad_ours_vs_reference"] = _grad_match(grads["ours"], grads["reference"])
     return out
 
 
@@ -470,16 +461,6 @@ def time_training(bench: Bench, names: list[str]) -> dict:
 
 SAME_EXAMPLES_VARIANTS = ["reference", "ours_prefix", "ours_suffix", "ours_suffix+freeze_embeddings",
                           "ours_suffix+bf16", "ours_suffix+lora"]
-
-
-def _grads(model) -> list:
-    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
-
-
-def _grad_match(a: list, b: list) -> dict:
-    diff = max(float((x - y).abs().max()) for x, y in zip(a, b))
-    rel = (sum(float((x - y).pow(2).sum()) for x, y in zip(a, b)) / sum(float(y.pow(2).sum()) for y in b)) ** 0.5
-    return {"max_abs_diff": diff, "max_abs_grad": max(float(y.abs().max()) for y in b), "relative_l2_diff": rel}
 
 
 def equality_same_batch(bench: Bench, built: dict) -> dict:

@@ -4,9 +4,9 @@ import torch
 
 from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK
 from stepdistill.student.models import load_pretrained
-from stepdistill.student.shared import (SharedInputLoss, collate_shared, shared_feature, suffix_feature)
+from stepdistill.student.shared import SharedInputLoss, collate_shared, shared_feature
 from stepdistill.student.train import StudentWithLoss
-from stepdistill.student.views import collate
+from stepdistill.student.views import collate, make_feature
 
 ROWS = [(f"Tom has {i} apples and gets {i + 2} more.\nHow many apples?" + " Really." * (i % 3),
          f"({i} + {i + 2})", f"Tom had {i} apples. He got {i + 2} more." + " So." * i if i != 3 else None)
@@ -18,9 +18,9 @@ def _setup():
     model.eval()
     two = []
     for j, (text, label, rationale) in enumerate(ROWS):
-        two.append(suffix_feature(tok, "label", text, label, 64, 16, LABEL_TASK, j))
+        two.append(make_feature(tok, "causal", "label", text, label, 64, 16, LABEL_TASK, j, "suffix"))
         if rationale is not None:
-            two.append(suffix_feature(tok, "rationale", text, rationale, 64, 48, RATIONALE_TASK, j))
+            two.append(make_feature(tok, "causal", "rationale", text, rationale, 64, 48, RATIONALE_TASK, j, "suffix"))
     shared = [shared_feature(tok, t, l, r, 64, 16, 48, j) for j, (t, l, r) in enumerate(ROWS)]
     return model, tok, two, shared
 

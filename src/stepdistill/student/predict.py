@@ -101,6 +101,10 @@ class Student:
         model.eval()
         return cls(model, tok, meta)
 
+    def _prompts(self, view: str, texts: list[str], max_input_tokens: int) -> list[list[int]]:
+        """Prompt ids of ``view`` ("label" or "rationale") in the layout the student was trained with."""
+        return [prompt_ids(self.tokenizer, self.family, view, t, max_input_tokens, self.layout) for t in texts]
+
     @property
     def can_explain(self) -> bool:
         return self.method in ("dsbs", "single_task")
@@ -142,7 +146,7 @@ class Student:
                 raise StepdistillError(f"no label candidates for input {text[:60]!r} (its choices are missing)")
         max_in = int(self.meta.get("max_input_tokens", 256))
         max_label = int(self.meta.get("max_label_tokens", 32))
-        prompts = [prompt_ids(self.tokenizer, self.family, "label", t, max_in, self.layout) for t, _ in pairs]
+        prompts = self._prompts("label", [t for t, _ in pairs], max_in)
         targets = [[target_ids(self.tokenizer, self.family, c, max_label) for c in cs] for cs in cands]
         scorer = _score_causal if self.family == "causal" else _score_seq2seq
         scores: list[list[float]] = [[] for _ in pairs]
@@ -182,7 +186,7 @@ class Student:
             if explain:
                 texts = [self._text_and_row(x)[0] for x in inputs]
                 max_in = int(self.meta.get("max_input_tokens", 256))
-                prompts = [prompt_ids(self.tokenizer, self.family, "rationale", t, max_in, self.layout) for t in texts]
+                prompts = self._prompts("rationale", texts, max_in)
                 for res, text in zip(results, generate(self.model, self.tokenizer, self.family, prompts,
                                                        int(self.meta.get("max_rationale_tokens", 128)), batch_size)):
                     res["rationale"] = text
@@ -193,19 +197,19 @@ class Student:
         rationale_budget = int(self.meta.get("max_rationale_tokens", 128))
         results = [{} for _ in pairs]
         if self.method == "single_task":
-            prompts = [prompt_ids(self.tokenizer, self.family, "rationale", t, max_in, self.layout) for t, _ in pairs]
+            prompts = self._prompts("rationale", [t for t, _ in pairs], max_in)
             texts = generate(self.model, self.tokenizer, self.family, prompts, rationale_budget + label_budget,
                              batch_size)
             for res, text in zip(results, texts):
                 rationale, answer = split_single_task(text)
                 res.update(raw=answer if answer is not None else text, rationale=rationale, _answer=answer)
         else:
-            prompts = [prompt_ids(self.tokenizer, self.family, "label", t, max_in, self.layout) for t, _ in pairs]
+            prompts = self._prompts("label", [t for t, _ in pairs], max_in)
             texts = generate(self.model, self.tokenizer, self.family, prompts, label_budget, batch_size)
             for res, text in zip(results, texts):
                 res.update(raw=text.split("\n")[0].strip(), _answer=text.split("\n")[0].strip())
             if explain:
-                prompts = [prompt_ids(self.tokenizer, self.family, "rationale", t, max_in, self.layout) for t, _ in pairs]
+                prompts = self._prompts("rationale", [t for t, _ in pairs], max_in)
                 for res, text in zip(results, generate(self.model, self.tokenizer, self.family, prompts,
                                                        rationale_budget, batch_size)):
                     res["rationale"] = text

@@ -8,7 +8,8 @@ both views start with the same tokens, and one row can hold ``input | label segm
 * a block attention mask lets the rationale segment see the input and itself, never the label segment;
 * position ids restart at ``len(input)`` for the rationale segment.
 
-The logits at every target position then equal those of the two separate suffix-layout views (up to float
+The logits at every target position then equal those of the two separate suffix-layout views
+(``views.make_feature(..., layout="suffix")``; up to float
 rounding), so the loss is the same ``alpha * label_loss + (1 - alpha) * rationale_loss`` while the input is
 encoded once. ``stepdistill train`` uses it for dsbs whenever the layout is ``suffix``; the saved model has
 prompt format 2 and ``Student.predict`` prompts it that way.
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from stepdistill.student.losses import IGNORE, LABEL_TASK, RATIONALE_TASK, multitask_loss, token_cross_entropy
-from stepdistill.student.views import LAYOUTS, Feature, _ids, prompt_ids, target_ids
+from stepdistill.student.views import LAYOUTS, _ids, target_ids
 
 SUFFIX_LABEL_MARKER = LAYOUTS["suffix"]["label"][1]
 SUFFIX_RATIONALE_MARKER = LAYOUTS["suffix"]["rationale"][1]
@@ -37,19 +38,6 @@ class SharedFeature:
     segment: list[int]  # INPUT_SEGMENT / LABEL_SEGMENT / RATIONALE_SEGMENT per token
     position_ids: list[int]  # the rationale segment restarts at len(input)
     example: int
-
-
-def suffix_prompt_ids(tokenizer, view: str, text: str, max_input_tokens: int) -> list[int]:
-    """Prompt of one view in the suffix layout: ``<input>`` then the task marker."""
-    return prompt_ids(tokenizer, "causal", view, text, max_input_tokens, layout="suffix")
-
-
-def suffix_feature(tokenizer, view: str, text: str, target: str, max_input: int, max_target: int, task: int,
-                   example: int) -> Feature:
-    """One view in the suffix layout, as a plain :class:`Feature` (for ``StudentWithLoss``)."""
-    prompt = suffix_prompt_ids(tokenizer, view, text, max_input)
-    tgt = target_ids(tokenizer, "causal", target, max_target)
-    return Feature(prompt + tgt, [IGNORE] * len(prompt) + tgt, task, example)
 
 
 def shared_feature(tokenizer, text: str, label: str, rationale: str | None, max_input: int, max_label: int,
