@@ -21,6 +21,7 @@ epochs); a rerun skips them, resumes an interrupted run from its checkpoint, and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import subprocess
@@ -50,9 +51,11 @@ METHOD_OPTIONS = {  # extra config overrides per method name
 DATASETS = {
     "svamp": {"train_size": None, "note": "pool 800 = train file; 10% (80) validation, seed 0; test 200 (full)"},
     "cqa": {"train_size": 2000, "note": "pool = train file 9741, 10% validation (capped at 200 by the preset); "
-                                        "training subsample of 2000 (seeded); test 1221 (full)"},
+                                        "a seeded training subsample (2000 in the main comparison); "
+                                        "test 1221 (full)"},
     "esnli": {"train_size": 2000, "note": "pool = valid split 9842 (no train inputs released); validation capped "
-                                          "at 200; training subsample 2000 (seeded); test: fixed seeded 1000 of 9824"},
+                                          "at 200; a seeded training subsample (2000 in the main comparison); "
+                                          "test: fixed seeded 1000 of 9824"},
     "anli1": {"train_size": None, "note": "pool = valid split 1000 (no train inputs released): 900 train / 100 "
                                           "validation; test 1000 (full)"},
 }
@@ -72,9 +75,22 @@ def git_commit() -> str:
         return "unknown"
 
 
+def extra_of(row: dict) -> tuple[str, ...]:
+    """The ``--set`` overrides a row was trained with beyond its method's own options: part of its identity."""
+    own = METHOD_OPTIONS.get(row["method"], [])
+    return tuple(sorted(o for o in row.get("options") or [] if o not in own))
+
+
 def key_of(row: dict) -> tuple:
     return (row["dataset"], row["method"], row["labels"], row["n_train"], row["seed"], float(row["lr"]),
-            float(row["epochs"]))
+            float(row["epochs"]), extra_of(row))
+
+
+def options_tag(options) -> str:
+    """Run-directory suffix for ``--set`` overrides, so runs with other settings never share a directory."""
+    if not options:
+        return ""
+    return "-o" + hashlib.sha1("\n".join(sorted(options)).encode()).hexdigest()[:8]
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -91,11 +107,12 @@ def size_tag(n) -> str:
 
 def run_one(dataset: str, method: str, n_train, seed: int, lr: float, epochs: float, args) -> dict:
     """Train + test one (dataset, method, size, seed, lr, epochs) with stepdistill.pipeline.run; the row."""
-    from stepdistill.config import load_config
+    from stepdistill.config import load_config, settings_differ
     from stepdistill.pipeline import run
 
     name, labels = METHODS[method]
-    run_dir = Path(args.runs_dir) / f"{dataset}-{method}-n{size_tag(n_train)}-s{seed}-lr{lr:g}-e{epochs:g}"
+    run_dir = Path(args.runs_dir) / (f"{dataset}-{method}-n{size_tag(n_train)}-s{seed}-lr{lr:g}-e{epochs:g}"
+                                     + options_tag(args.set))
     overrides = [f"output_dir={run_dir}", f"student.name={args.student}", f"method.name={name}",
                  f"method.labels={labels}", f"data.train_size={'null' if n_train is None else n_train}",
                  f"train.seed={seed}", f"train.lr={lr}", f"train.epochs={epochs}"]
@@ -111,6 +128,13 @@ def run_one(dataset: str, method: str, n_train, seed: int, lr: float, epochs: fl
     t0 = time.time()
     done = metrics_path.is_file() and (json.loads(metrics_path.read_text()).get("test") or {}).get("accuracy") \
         is not None and (run_dir / "predictions.jsonl").is_file()
+    if done:  # a finished run counts only if it was trained with these settings
+        import yaml
+
+        diffs = settings_differ(yaml.safe_load((run_dir / "config.yaml").read_text()), cfg)
+        if diffs:
+            print(f"  {run_dir} was trained with other settings ({', '.join(diffs)}); training again", flush=True)
+            done = False
     if not done:
         resumable = (run_dir / "checkpoint" / "state.json").is_file() or \
             (run_dir / "checkpoint.old" / "state.json").is_file()
@@ -205,11 +229,12 @@ def mean_spread(values: list[float]) -> tuple[float, float]:
 def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str = "standard_ft") -> dict:
     """Tuned and same-settings comparisons per (dataset, n_train), with McNemar vs the baseline."""
     groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], r["n_train"]), []).append(r)
+    for r in rows:  # rows trained with other --set overrides are compared only among themselves
+        groups.setdefault((r["dataset"], r["n_train"], extra_of(r)), []).append(r)
     out = []
-    for (dataset, n_train), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 10 ** 9)):
-        entry = {"dataset": dataset, "n_train": n_train, "tuned": {}, "same_settings": {}}
+    for (dataset, n_train, extra), rs in sorted(groups.items(),
+                                                key=lambda kv: (kv[0][0], kv[0][1] or 10 ** 9, kv[0][2])):
+        entry = {"dataset": dataset, "n_train": n_train, "options": list(extra), "tuned": {}, "same_settings": {}}
         by_method: dict[str, list[dict]] = {}
         for r in rs:
             by_method.setdefault(r["method"], []).append(r)
@@ -263,12 +288,21 @@ def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str 
     return {"comparisons": out}
 
 
-def sweep_table(rows: list[dict], dataset: str, sizes: list[int]) -> dict:
+def sweep_table(rows: list[dict], dataset: str, sizes: list[int]) -> tuple[dict, list[str]]:
+    """Per method and size, the test accuracy at the setting best on validation; and the ``--set`` overrides
+    of the rows used (of several, the set with the most sweep rows: sizes are compared on equal settings)."""
+    candidates = [r for r in rows
+                  if r["dataset"] == dataset and r["n_train"] in sizes and r["method"] in SWEEP["methods"]]
+    if not candidates:
+        return {}, []
+    counts: dict[tuple, int] = {}
+    for r in candidates:
+        counts[extra_of(r)] = counts.get(extra_of(r), 0) + 1
+    extra = max(counts, key=lambda e: (counts[e], -len(e)))
     table: dict[str, dict] = {}
-    for r in rows:
-        if r["dataset"] != dataset or r["n_train"] not in sizes or r["method"] not in SWEEP["methods"]:
-            continue
-        table.setdefault(r["method"], {}).setdefault(r["n_train"], []).append(r)
+    for r in candidates:
+        if extra_of(r) == extra:
+            table.setdefault(r["method"], {}).setdefault(r["n_train"], []).append(r)
     out = {}
     for method, by_n in table.items():
         out[method] = {}
@@ -281,7 +315,7 @@ def sweep_table(rows: list[dict], dataset: str, sizes: list[int]) -> dict:
             m, sd = mean_spread([x["test_accuracy"] for x in settings[best]])
             out[method][n] = {"test_mean": round(m, 4), "test_sd": round(sd, 4), "seeds": len(settings[best]),
                               "lr": best[0], "epochs": best[1]}
-    return out
+    return out, list(extra)
 
 
 def plot_sweep(sweep: dict, dataset: str, path: Path) -> bool:
@@ -314,17 +348,17 @@ def plot_sweep(sweep: dict, dataset: str, path: Path) -> bool:
 def options_vs_base(rows: list[dict], base: str = "dsbs") -> list[str]:
     """Table rows: each fast-option method (METHOD_OPTIONS) against ``base`` on the same dataset, size, seeds,
     lr and epochs, with McNemar on the same test rows."""
-    index = {(r["dataset"], r["n_train"], r["method"], r["lr"], r["epochs"], r["seed"]): r for r in rows}
+    index = {(r["dataset"], r["n_train"], r["method"], r["lr"], r["epochs"], extra_of(r), r["seed"]): r
+             for r in rows}
     out = []
-    for r0 in sorted({(r["dataset"], r["n_train"], r["method"], r["lr"], r["epochs"]) for r in rows
+    for r0 in sorted({(r["dataset"], r["n_train"], r["method"], r["lr"], r["epochs"], extra_of(r)) for r in rows
                       if r["method"] in METHOD_OPTIONS}, key=str):
-        ds, n, method, lr, ep = r0
-        seeds = sorted(s for (d, nn, m, l, e, s) in index if (d, nn, m, l, e) == r0
-                       and (ds, n, base, lr, ep, s) in index)
+        ds, n, method, lr, ep, extra = r0
+        seeds = sorted(k[-1] for k in index if k[:-1] == r0 and (ds, n, base, lr, ep, extra, k[-1]) in index)
         if not seeds:
             continue
-        mine = [index[(ds, n, method, lr, ep, s)] for s in seeds]
-        theirs = [index[(ds, n, base, lr, ep, s)] for s in seeds]
+        mine = [index[(ds, n, method, lr, ep, extra, s)] for s in seeds]
+        theirs = [index[(ds, n, base, lr, ep, extra, s)] for s in seeds]
         pairs = [(correctness(a["run_dir"]), correctness(b["run_dir"])) for a, b in zip(mine, theirs)]
         per = ", ".join(f"{mcnemar(*p)['p_value']:.3g}" for p in pairs)
         a, b = (statistics.mean(x["test_accuracy"] for x in v) for v in (theirs, mine))
@@ -341,7 +375,7 @@ def pct(x) -> str:
 
 def write_report(rows: list[dict], args, out_dir: Path) -> dict:
     analysis = analyse(rows, args.same_lr, args.same_epochs)
-    sweep = sweep_table(rows, args.sweep_dataset, args.sweep_sizes)
+    sweep, sweep_options = sweep_table(rows, args.sweep_dataset, args.sweep_sizes)
     plotted = plot_sweep(sweep, args.sweep_dataset, out_dir / "quality_sweep.png")
     summary = {"benchmark": "quality", "git_commit": git_commit(), "student": args.student,
                "scope": args.scope, "protocol": {"methods": {k: {"method": v[0], "labels": v[1]}
@@ -350,6 +384,7 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
                                                  "datasets": DATASETS, "same_settings": {"lr": args.same_lr,
                                                                                         "epochs": args.same_epochs}},
                "rows": rows, **analysis, "sweep": {"dataset": args.sweep_dataset, "table": sweep,
+                                                   "options": sweep_options,
                                                    "plot": "quality_sweep.png" if plotted else None},
                "paper_t5_base": PAPER_T5_BASE, "palm_teacher_test": PALM_TEST}
     (out_dir / "quality.json").write_text(json.dumps(summary, indent=1))
@@ -362,7 +397,9 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
               "(per seed; `pooled` stacks the seeds).", ""]
     for entry in analysis["comparisons"]:
         ds, n = entry["dataset"], entry["n_train"]
-        lines += [f"## {ds}, n_train = {size_tag(n)}", "", DATASETS.get(ds, {}).get("note", ""), "",
+        trained = (f"Every row here was trained with `{' '.join(entry['options'])}`." if entry["options"] else "")
+        lines += [f"## {ds}, n_train = {size_tag(n)}" + (" (with overrides)" if entry["options"] else ""), "",
+                  DATASETS.get(ds, {}).get("note", "") + (" " + trained if trained else ""), "",
                   "| method | tuned lr, epochs | valid | test (tuned) | Δ vs FT, McNemar p | test (same settings: "
                   f"lr {args.same_lr:g}, {args.same_epochs:g} ep) | Δ vs FT, p | paper T5-base | PaLM teacher |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -398,7 +435,11 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
                   "(per seed; pooled) | train s/run (dsbs → option) |", "|---|---|---|---|---|---|---|---|---|---|",
                   *option_lines, ""]
     if sweep:
-        lines += [f"## Data-size sweep ({args.sweep_dataset})", "", "| method | " +
+        lines += [f"## Data-size sweep ({args.sweep_dataset})", "",
+                  "Each size at the setting best on validation" + (f"; every row trained with "
+                                                                    f"`{' '.join(sweep_options)}`"
+                                                                    if sweep_options else "") + ".", "",
+                  "| method | " +
                   " | ".join(str(n) for n in args.sweep_sizes) + " |", "|---|" + "---|" * len(args.sweep_sizes)]
         for method, by_n in sweep.items():
             lines.append(f"| {method} | " + " | ".join(
@@ -457,8 +498,8 @@ def main(argv=None) -> None:
     finished = {key_of(r) for r in rows}
     if not args.report:
         cells = plan(args)
-        todo = [c for c in cells if (c[0], c[1], METHODS[c[1]][1], c[2], c[3], float(c[4]), float(c[5]))
-                not in finished]
+        todo = [c for c in cells if (c[0], c[1], METHODS[c[1]][1], c[2], c[3], float(c[4]), float(c[5]),
+                                     extra_of({"method": c[1], "options": args.set})) not in finished]
         print(f"{len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run", flush=True)
         if args.dry_run:
             for c in todo:

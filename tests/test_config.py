@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from stepdistill.config import load_config
+from stepdistill.config import load_config, settings_differ
 from stepdistill.errors import ConfigError
 
 PRESETS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
@@ -49,3 +49,16 @@ def test_suffix_layout_needs_a_causal_student():
         load_config(None, ["student.prompt_layout=middle"])
     with pytest.raises(ConfigError, match="mixed_precision"):
         load_config(None, ["train.mixed_precision=fp8"])
+
+
+def test_settings_differ_names_changed_settings_and_reads_old_configs():
+    cfg = load_config(None, ["train.lr=1e-4", "train.mixed_precision=fp32"])
+    saved = cfg.to_dict()
+    assert settings_differ(saved, cfg) == []
+    assert settings_differ(saved, load_config(None, ["train.lr=3e-4"])) == ["train.lr"]
+    # a config saved before a setting existed, or with a value's old name ('no' was float32)
+    del saved["student"]["prompt_layout"]
+    saved["train"]["mixed_precision"] = "no"
+    assert settings_differ(saved, cfg) == []
+    assert settings_differ(saved, load_config(None, ["train.lr=1e-4", "train.mixed_precision=bf16"])) == [
+        "train.mixed_precision"]

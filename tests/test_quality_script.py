@@ -45,3 +45,9 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "0 to run" in again.stdout
     assert len((tmp_path / "out" / "quality.jsonl").read_text().splitlines()) == 12
+    # other --set overrides are other runs: none of the finished rows counts, and they get their own directories
+    other = _run(repo, tmp_path, "--set", "train.warmup_ratio=0.2", "--dry-run")
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "12 to run" in other.stdout
+    run_dirs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 12 and all("-o" in d for d in run_dirs)  # the test's own --set overrides are tagged

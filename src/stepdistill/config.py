@@ -313,9 +313,24 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return from_dict(apply_overrides(raw, overrides or []))
 
 
+def settings_differ(saved: dict, cfg: RunConfig) -> list[str]:
+    """The settings (``section.key``) where a saved config.yaml (as a dict) differs from ``cfg``; a setting added
+    after the config was saved counts as its default."""
+    new, default = cfg.to_dict(), RunConfig().to_dict()
+
+    def old(sec, k):
+        value = (saved.get(sec) or {}).get(k, default[sec].get(k))
+        return _RENAMED_VALUES.get((sec, k), {}).get(value, value)
+    return [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) for k in new[sec] if old(sec, k) != new[sec][k]]
+
+
+# values that older versions wrote to config.yaml, and what they are called now
+_RENAMED_VALUES = {("train", "mixed_precision"): {"no": "fp32", False: "fp32"}}
+
+
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
 
 __all__ = ["RunConfig", "DataConfig", "StudentConfig", "MethodConfig", "TrainConfig", "EvalConfig",
-           "load_config", "from_dict", "save_config", "apply_overrides"]
+           "load_config", "from_dict", "save_config", "apply_overrides", "settings_differ"]

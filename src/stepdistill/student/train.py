@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stepdistill.config import RunConfig, save_config
+from stepdistill.config import RunConfig, save_config, settings_differ
 from stepdistill.errors import StepdistillError
 from stepdistill.student.data import TrainingData, attach_rationales, build_training_data
 from stepdistill.student.losses import IGNORE, multitask_loss, token_cross_entropy
@@ -107,11 +107,7 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool) 
             raise StepdistillError(f"nothing to resume in {run_dir}: no checkpoint there (start without --resume)")
         import yaml
 
-        old = yaml.safe_load((run_dir / "config.yaml").read_text())
-        new = cfg.to_dict()
-        default = RunConfig().to_dict()  # a setting added after the run was saved counts as its default
-        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict)
-                 for k in new[sec] if old.get(sec, {}).get(k, default[sec].get(k)) != new[sec][k]]
+        diffs = settings_differ(yaml.safe_load((run_dir / "config.yaml").read_text()), cfg)
         if diffs:
             raise StepdistillError(f"cannot resume {run_dir}: settings differ from the saved config.yaml: "
                                    f"{', '.join(diffs)}")
