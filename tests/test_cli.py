@@ -117,6 +117,11 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
+    # a finished run keeps no checkpoint (train.keep_checkpoint=false), and resuming it is a no-op
+    assert not any((run / name).exists() for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"))
+    before = (run / "model" / "model.safetensors").stat().st_mtime_ns
+    _cli("train", *args, "-o", str(run), "--resume")
+    assert (run / "model" / "model.safetensors").stat().st_mtime_ns == before
 
 
 def _free_port() -> int:
@@ -186,8 +191,9 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, data_dir):
     assert "continue with --resume" in out + err
     step = json.loads((run / "checkpoint" / "state.json").read_text())["state"]["step"]
     assert 1 <= step < 24
-    _cli("train", *args, "-o", str(run), "--resume")
+    _cli("train", *args, "-o", str(run), "--resume", "--set", "train.keep_checkpoint=true")
     assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 24
+    assert (run / "checkpoint" / "state.json").is_file()  # kept on request
 
 
 @pytest.mark.slow

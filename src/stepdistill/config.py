@@ -108,6 +108,9 @@ class TrainConfig:
     """Checkpoint selection on the validation split: accuracy (generation) or loss."""
     checkpoint_every: int | None = 25
     """Save a resumable checkpoint every N steps (besides each validation and on Ctrl-C); None = only then."""
+    keep_checkpoint: bool = False
+    """Keep the resumable checkpoint (weights + optimiser state, about 3x the model) after training finishes;
+    by default it is deleted then, since model/ holds the selected weights."""
     seed: int = 42
     """Seed for data order, subsampling, initialisation of new weights and dropout."""
     num_threads: int | None = None
@@ -314,14 +317,20 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def settings_differ(saved: dict, cfg: RunConfig) -> list[str]:
-    """The settings (``section.key``) where a saved config.yaml (as a dict) differs from ``cfg``; a setting added
-    after the config was saved counts as its default."""
+    """The settings (``section.key``) where a saved config.yaml (as a dict) differs from ``cfg``, leaving out
+    those that cannot change the results (``NOT_RESULT_SETTINGS``); a setting added after the config was saved
+    counts as its default."""
     new, default = cfg.to_dict(), RunConfig().to_dict()
 
     def old(sec, k):
         value = (saved.get(sec) or {}).get(k, default[sec].get(k))
         return _RENAMED_VALUES.get((sec, k), {}).get(value, value)
-    return [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) for k in new[sec] if old(sec, k) != new[sec][k]]
+    return [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) for k in new[sec]
+            if f"{sec}.{k}" not in NOT_RESULT_SETTINGS and old(sec, k) != new[sec][k]]
+
+
+# settings a resumed run may change: they decide how fast it runs or what is kept, not what it computes
+NOT_RESULT_SETTINGS = {"train.keep_checkpoint", "train.checkpoint_every", "train.num_threads"}
 
 
 # values that older versions wrote to config.yaml, and what they are called now

@@ -104,6 +104,8 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool) 
     Read-only, so every process can run it before any of them writes."""
     if resume:
         if not any((run_dir / name / "state.json").is_file() for name in (CHECKPOINT, CHECKPOINT + ".old")):
+            if training_finished(run_dir):  # its checkpoint was deleted at the end: nothing left to train
+                return
             raise StepdistillError(f"nothing to resume in {run_dir}: no checkpoint there (start without --resume)")
         import yaml
 
@@ -114,6 +116,16 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool) 
     elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise StepdistillError(f"run directory {run_dir} already exists; pass --overwrite to replace it or "
                                "--resume to continue it")
+
+
+def training_finished(run_dir: Path) -> bool:
+    """Training wrote its metrics.json and model/ (later stages, such as the test evaluation, may not have run)."""
+    return (run_dir / "metrics.json").is_file() and (run_dir / "model").is_dir()
+
+
+def delete_checkpoint(run_dir: Path) -> None:
+    for name in (CHECKPOINT, CHECKPOINT + ".old", CHECKPOINT + ".tmp"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 def create_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
@@ -255,6 +267,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
     if cfg.data.rationales:
         train_examples, missing = attach_rationales(task, train_examples, cfg.data.rationales)
     check_run_dir(cfg, run_dir, overwrite, resume)
+    if resume and not any((run_dir / n / "state.json").is_file() for n in (CHECKPOINT, CHECKPOINT + ".old")):
+        return run_dir  # finished before; check_run_dir let it through
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if is_main:
         create_run_dir(cfg, run_dir, resume)
@@ -439,6 +453,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
                       "processes": world, "data": data.report, "splits": splits.info},
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        if not cfg.train.keep_checkpoint:
+            delete_checkpoint(run_dir)
     accelerator.wait_for_everyone()
     if world > 1 and torch.distributed.is_initialized():
         # an undestroyed gloo group can abort the process at interpreter exit ("terminate called ...")
