@@ -335,6 +335,9 @@ def plot_sweep(sweep: dict, dataset: str, path: Path) -> bool:
     if dataset in PALM_TEST:
         ax.axhline(PALM_TEST[dataset], ls="--", color="grey", label="PaLM-540B few-shot CoT (teacher)")
     ax.set_xscale("log")
+    sizes = sorted({n for by_n in sweep.values() for n in by_n})
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
     ax.set_xlabel("training examples")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{dataset}: SmolLM2-135M student")
