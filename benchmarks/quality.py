@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,6 +110,7 @@ def run_one(dataset: str, method: str, n_train, seed: int, lr: float, epochs: fl
     """Train + test one (dataset, method, size, seed, lr, epochs) with stepdistill.pipeline.run; the row."""
     from stepdistill.config import load_config, settings_differ
     from stepdistill.pipeline import run
+    from stepdistill.student.train import has_checkpoint
 
     name, labels = METHODS[method]
     run_dir = Path(args.runs_dir) / (f"{dataset}-{method}-n{size_tag(n_train)}-s{seed}-lr{lr:g}-e{epochs:g}"
@@ -136,9 +138,7 @@ def run_one(dataset: str, method: str, n_train, seed: int, lr: float, epochs: fl
             print(f"  {run_dir} was trained with other settings ({', '.join(diffs)}); training again", flush=True)
             done = False
     if not done:
-        resumable = (run_dir / "checkpoint" / "state.json").is_file() or \
-            (run_dir / "checkpoint.old" / "state.json").is_file()
-        if resumable:
+        if has_checkpoint(run_dir):
             try:
                 run(cfg, resume=True)
             except Exception as exc:  # settings changed or the checkpoint is unusable: start again
@@ -295,9 +295,7 @@ def sweep_table(rows: list[dict], dataset: str, sizes: list[int]) -> tuple[dict,
                   if r["dataset"] == dataset and r["n_train"] in sizes and r["method"] in SWEEP["methods"]]
     if not candidates:
         return {}, []
-    counts: dict[tuple, int] = {}
-    for r in candidates:
-        counts[extra_of(r)] = counts.get(extra_of(r), 0) + 1
+    counts = Counter(extra_of(r) for r in candidates)
     extra = max(counts, key=lambda e: (counts[e], -len(e)))
     table: dict[str, dict] = {}
     for r in candidates:

@@ -103,9 +103,7 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool) 
     """Refuse to clobber a run without --overwrite, or to resume without a checkpoint or with other settings.
     Read-only, so every process can run it before any of them writes."""
     if resume:
-        if not any((run_dir / name / "state.json").is_file() for name in (CHECKPOINT, CHECKPOINT + ".old")):
-            if training_finished(run_dir):  # its checkpoint was deleted at the end: nothing left to train
-                return
+        if not has_checkpoint(run_dir):
             raise StepdistillError(f"nothing to resume in {run_dir}: no checkpoint there (start without --resume)")
         import yaml
 
@@ -116,6 +114,11 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, resume: bool) 
     elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise StepdistillError(f"run directory {run_dir} already exists; pass --overwrite to replace it or "
                                "--resume to continue it")
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """A resumable checkpoint is there (``.old``: killed while swapping in a new one)."""
+    return any((run_dir / name / "state.json").is_file() for name in (CHECKPOINT, CHECKPOINT + ".old"))
 
 
 def training_finished(run_dir: Path) -> bool:
@@ -254,11 +257,13 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    run_dir = cfg.run_dir()
+    if resume and training_finished(run_dir) and not has_checkpoint(run_dir):
+        return run_dir  # finished before and its checkpoint deleted: nothing left to train
     # mixed precision is applied here, not through Accelerator(mixed_precision=...): accelerate keeps that in a
     # process-wide singleton, so a second run in the same process with another setting would fail
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     is_main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
-    run_dir = cfg.run_dir()
     task = get_task(cfg.data.task)
     splits = load_splits(task, cfg.data.data_dir, train_size=cfg.data.train_size, valid_size=cfg.data.valid_size,
                          seed=cfg.train.seed, valid_fraction=cfg.data.valid_fraction, with_test=False)
@@ -267,8 +272,6 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
     if cfg.data.rationales:
         train_examples, missing = attach_rationales(task, train_examples, cfg.data.rationales)
     check_run_dir(cfg, run_dir, overwrite, resume)
-    if resume and not any((run_dir / n / "state.json").is_file() for n in (CHECKPOINT, CHECKPOINT + ".old")):
-        return run_dir  # finished before; check_run_dir let it through
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if is_main:
         create_run_dir(cfg, run_dir, resume)
