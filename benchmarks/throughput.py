@@ -279,8 +279,10 @@ def make_variants(bench: Bench) -> dict:
             return flops(bench, rows, logit_rows, not lora, not (lora or freeze)), rows
         return build, loss, count
 
-    def shared(lora=False, bf16=False, freeze=False):
+    def shared(lora=False, bf16=False, freeze=False, compile=False):
         wrapper = SharedInputLoss(bench.lora_model()[0] if lora else m, ALPHA)
+        if compile:  # as train.compile does it; compiles on its first call (the equality check)
+            wrapper = torch.compile(wrapper, dynamic=True)
 
         def build(batch):
             return collate_shared([bench.shared[e] for e in batch], pad)
@@ -309,6 +311,10 @@ def make_variants(bench: Bench) -> dict:
                                                                 "the LM head is frozen too; changes training)"),
         "ours_suffix+bf16": dict(make=lambda: shared(bf16=True), grouped=True, layout="suffix",
                                  note="ours_suffix + train.mixed_precision=bf16 (autocast; not bit-exact)"),
+        "ours_suffix+compile": dict(make=lambda: shared(compile=True), grouped=True, layout="suffix",
+                                    note="ours_suffix + train.compile (torch.compile, inductor, dynamic shapes; "
+                                         "exact within float noise; compilation not timed: it happens in the "
+                                         "equality check and the warm-up round)"),
         "ours_suffix+lora": dict(make=lambda: shared(lora=True), grouped=True, layout="suffix", lora=True,
                                  note=f"ours_suffix + student.lora_r={bench.args.lora_r} (changes training)"),
         "reference": dict(make=reference, note="official TaskPrefixTrainer step: two passes, full-vocabulary "
@@ -469,7 +475,8 @@ def equality_same_batch(bench: Bench, built: dict) -> dict:
     m = bench.model
     batch = bench.random_batches[0]
     losses, grads = {}, {}
-    for name in ("reference", "ours_prefix", "reference_suffix", "ours_suffix", "ours_suffix+bf16"):
+    extra = [n for n in ("ours_suffix+compile",) if n in built]
+    for name in ("reference", "ours_prefix", "reference_suffix", "ours_suffix", "ours_suffix+bf16", *extra):
         build, loss, _ = built[name]
         m.zero_grad(set_to_none=True)
         out = loss(build(batch))
@@ -480,17 +487,13 @@ def equality_same_batch(bench: Bench, built: dict) -> dict:
 
     def diff(a, b):
         return {k: abs(losses[a][k] - losses[b][k]) for k in losses[a]}
+    pairs = [("ours_prefix", "reference"), ("ours_suffix", "reference_suffix"),
+             ("ours_suffix+bf16", "reference_suffix")] + [(n, "reference_suffix") for n in extra]
     return {
         "batch_examples": len(batch),
         "losses": {k: {kk: round(vv, 6) for kk, vv in v.items()} for k, v in losses.items()},
-        "loss_abs_diff": {"ours_prefix_vs_reference": diff("ours_prefix", "reference"),
-                          "ours_suffix_vs_reference_suffix": diff("ours_suffix", "reference_suffix"),
-                          "ours_suffix+bf16_vs_reference_suffix": diff("ours_suffix+bf16", "reference_suffix")},
-        "grad_match": {"ours_prefix_vs_reference": _grad_match(grads["ours_prefix"], grads["reference"]),
-                       "ours_suffix_vs_reference_suffix": _grad_match(grads["ours_suffix"],
-                                                                      grads["reference_suffix"]),
-                       "ours_suffix+bf16_vs_reference_suffix": _grad_match(grads["ours_suffix+bf16"],
-                                                                           grads["reference_suffix"])},
+        "loss_abs_diff": {f"{a}_vs_{b}": diff(a, b) for a, b in pairs},
+        "grad_match": {f"{a}_vs_{b}": _grad_match(grads[a], grads[b]) for a, b in pairs},
         "note": "the suffix layout reads other prompts than the prefix layout, so its losses differ from the "
                 "reference's; it is checked against the official step run on the same (suffix) prompts",
     }

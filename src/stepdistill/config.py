@@ -124,6 +124,10 @@ class TrainConfig:
     mixed_precision: str = "fp32"
     """fp32 (float32 math) or bf16 (autocast matmuls to bfloat16, float32 weights and optimiser; faster on CPUs
     and GPUs with bf16 units, not bit-exact)."""
+    compile: bool = False
+    """torch.compile the training forward and backward (inductor, dynamic shapes). Same loss within float noise;
+    the first steps pay the compilation (minutes on a CPU), so it pays off only on long runs: see
+    benchmarks/results/throughput.json for its measured effect. Needs a C++ compiler on CPU."""
 
 
 @dataclass(frozen=True)
@@ -330,7 +334,8 @@ def settings_differ(saved: dict, cfg: RunConfig) -> list[str]:
 
 
 # settings a resumed run may change: they decide how fast it runs or what is kept, not what it computes
-NOT_RESULT_SETTINGS = {"train.keep_checkpoint", "train.checkpoint_every", "train.num_threads"}
+# (thread count and compilation reorder float sums, so they change results only within float noise)
+NOT_RESULT_SETTINGS = {"train.keep_checkpoint", "train.checkpoint_every", "train.num_threads", "train.compile"}
 
 
 # values that older versions wrote to config.yaml, and what they are called now

@@ -318,6 +318,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
     else:
         wrapper = StudentWithLoss(model, cfg.student.family, cfg.method.alpha, split_views=cfg.train.split_views)
     wrapped, optimizer = accelerator.prepare(wrapper, optimizer)
+    # the compiled module shares its parameters with `wrapped`, which checkpoints and saving keep using
+    forward = torch.compile(wrapped, dynamic=True) if cfg.train.compile else wrapped
     state = TrainState()
     if resume:
         raw = _load_checkpoint(run_dir, accelerator.unwrap_model(wrapped).model, optimizer, scheduler)
@@ -401,7 +403,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
                     sync = j == len(chunks) - 1
                     with nullcontext() if sync or world == 1 else accelerator.no_sync(wrapped):
                         with autocast():
-                            out = wrapped(**batch)
+                            out = forward(**batch)
                         accelerator.backward(out["loss"] / len(chunks))
                     for k in totals:
                         totals[k] += float(out[k].detach()) / len(chunks)
