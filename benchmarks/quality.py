@@ -209,7 +209,7 @@ def mcnemar(a: dict[str, bool], b: dict[str, bool]) -> dict:
     b_only = sum(b[i] and not a[i] for i in ids)
     n = a_only + b_only
     p = binomtest(min(a_only, b_only), n, 0.5).pvalue if n else 1.0
-    return {"rows": len(ids), "a_only_correct": a_only, "b_only_correct": b_only, "p_value": round(float(p), 5)}
+    return {"rows": len(ids), "a_only_correct": a_only, "b_only_correct": b_only, "p_value": float(f"{float(p):.3g}")}
 
 
 def pooled_mcnemar(pairs: list[tuple[dict, dict]]) -> dict:
@@ -396,6 +396,7 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
               "Accuracy in %, mean ± sample standard deviation over seeds (± 0.0 = one seed). "
               "McNemar p: exact two-sided test on the same test rows vs standard fine-tuning "
               "(per seed; `pooled` stacks the seeds).", ""]
+    lines += summary_table(analysis["comparisons"])
     for entry in analysis["comparisons"]:
         ds, n = entry["dataset"], entry["n_train"]
         trained = (f"Every row here was trained with `{' '.join(entry['options'])}`." if entry["options"] else "")
@@ -453,6 +454,37 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
         lines += ["## Notes", "", Path(args.notes).read_text().strip(), ""]
     (out_dir / "quality.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def summary_table(comparisons: list[dict]) -> list[str]:
+    """The headline table: per dataset, its largest training set's tuned comparison, next to the paper."""
+    main_entry: dict[str, dict] = {}
+    for e in comparisons:
+        size = float("inf") if e["n_train"] is None else e["n_train"]
+        old = main_entry.get(e["dataset"])
+        if old is None or size > (float("inf") if old["n_train"] is None else old["n_train"]):
+            main_entry[e["dataset"]] = e
+    if not main_entry:
+        return []
+    lines = ["## Summary: each dataset's largest training set, every method at its tuned setting", "",
+             "| dataset | n_train | " + " | ".join(PAPER_METHODS) + " | dsbs − standard_ft (McNemar p per seed) "
+             "| paper T5-base FT / dsbs | PaLM teacher |", "|---|---|" + "---|" * len(PAPER_METHODS) + "---|---|---|"]
+    for ds, e in sorted(main_entry.items()):
+        cells = []
+        for m in PAPER_METHODS:
+            t = e["tuned"].get(m)
+            cells.append(f"{pct(t['test_mean'])} ± {100 * t['test_sd']:.1f} ({len(t['seeds'])} seeds)" if t else "–")
+        v = (e["tuned"].get("dsbs") or {}).get("vs_standard_ft")
+        gap = (f"{100 * v['diff_mean']:+.1f} (p " + ", ".join(f"{x['p_value']:.3g}" for x in v["per_seed"].values())
+               + ")") if v else "–"
+        paper = f"{PAPER_T5_BASE['standard_ft'][ds]:.2f} / {PAPER_T5_BASE['dsbs'][ds]:.2f}"
+        size = size_tag(e["n_train"]) + (" *" if e["options"] else "")
+        lines.append(f"| {ds} | {size} | " + " | ".join(cells) + f" | {gap} | {paper} | {PALM_TEST.get(ds, '–')} |")
+    lines += ["", "`*`: trained with the fast options (" + "; ".join(sorted({" ".join(e["options"]) for e in
+              main_entry.values() if e["options"]})) + "), both methods alike. Tuned = lr and epochs picked on "
+              "validation per method; the sections below give the grid, the same-settings comparison and the "
+              "seeds. `–`: not run.", ""]
+    return lines
 
 
 def main(argv=None) -> None:

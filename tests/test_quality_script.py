@@ -40,6 +40,9 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
     assert set(summary["sweep"]["table"]["dsbs"]) == {8, 16} or set(summary["sweep"]["table"]["dsbs"]) == {"8", "16"}
     md = (tmp_path / "out" / "quality.md").read_text()
     assert "tiny test" in md and "McNemar" in md and "dsbs" in md
+    # the headline table: the largest training set (16, not the sweep's 8), with the overrides marked
+    summary_rows = [x for x in md.splitlines() if x.startswith("| svamp |")]
+    assert len(summary_rows) == 1 and summary_rows[0].startswith("| svamp | 16 * |"), summary_rows
     assert (tmp_path / "out" / "quality_sweep.png").is_file()
     again = _run(repo, tmp_path)  # resumable: nothing left to run
     assert again.returncode == 0, again.stderr[-2000:]
