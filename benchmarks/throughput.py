@@ -745,8 +745,8 @@ def main(argv=None) -> None:
         if args.same_examples and not args.static_only:
             names = ["reference"] + [n for n in (args.only or SAME_EXAMPLES_VARIANTS) if n != "reference"]
             info = stamp()
-            result["training_same_examples"] = {**info, **time_same_examples(bench, names),
-                                                "load_average_at_end": os.getloadavg()}
+            key = "training_same_examples" if args.section == "training" else args.section
+            result[key] = {**info, **time_same_examples(bench, names), "load_average_at_end": os.getloadavg()}
         elif not args.static_only:
             names = [n for n, v in make_variants(bench).items() if not v.get("untimed")]
             if args.only:
