@@ -374,6 +374,20 @@ def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def mean_sd(t: dict) -> str:
+    """``test_mean ± test_sd`` of a tuned, same-settings or sweep cell, in %."""
+    return f"{pct(t['test_mean'])} ± {100 * t['test_sd']:.1f}"
+
+
+def delta(info: dict | None, pooled: bool = True) -> str:
+    """A cell's difference from standard fine-tuning with its per-seed (and pooled) McNemar p; – if none."""
+    v = (info or {}).get("vs_standard_ft")
+    if not v:
+        return "–"
+    ps = ", ".join(f"{x['p_value']:.3g}" for x in v["per_seed"].values())
+    return f"{100 * v['diff_mean']:+.1f} (p {ps}" + (f"; pooled {v['pooled']['p_value']:.3g})" if pooled else ")")
+
+
 def write_report(rows: list[dict], args, out_dir: Path) -> dict:
     analysis = analyse(rows, args.same_lr, args.same_epochs)
     sweep, sweep_options = sweep_table(rows, args.sweep_dataset, args.sweep_sizes)
@@ -410,19 +424,11 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
             if not t:
                 continue
             s = entry["same_settings"].get(method)
-
-            def delta(info):
-                v = (info or {}).get("vs_standard_ft")
-                if not v:
-                    return "–"
-                ps = ", ".join(f"{x['p_value']:.3g}" for x in v["per_seed"].values())
-                return f"{100 * v['diff_mean']:+.1f} (p {ps}; pooled {v['pooled']['p_value']:.3g})"
             paper = PAPER_T5_BASE.get(method, {}).get(ds)
             lines.append(
                 f"| {method} | {t['lr']:g}, {t['epochs']:g} | {pct(t['valid_mean'])} | "
-                f"{pct(t['test_mean'])} ± {100 * t['test_sd']:.1f} (n={t['n_test']}, seeds {t['seeds']}) | "
-                f"{delta(t)} | "
-                + (f"{pct(s['test_mean'])} ± {100 * s['test_sd']:.1f}" if s else "not run") + f" | {delta(s)} | "
+                f"{mean_sd(t)} (n={t['n_test']}, seeds {t['seeds']}) | {delta(t)} | "
+                + (mean_sd(s) if s else "not run") + f" | {delta(s)} | "
                 + (f"{paper:.2f}" if paper else "–") + f" | {PALM_TEST.get(ds, '–')} |")
         lines += ["", "Grid (validation mean / test mean):", ""]
         for method, t in entry["tuned"].items():
@@ -445,7 +451,7 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
                   " | ".join(str(n) for n in args.sweep_sizes) + " |", "|---|" + "---|" * len(args.sweep_sizes)]
         for method, by_n in sweep.items():
             lines.append(f"| {method} | " + " | ".join(
-                f"{pct(by_n[n]['test_mean'])} ± {100 * by_n[n]['test_sd']:.1f}" if n in by_n else "–"
+                mean_sd(by_n[n]) if n in by_n else "–"
                 for n in args.sweep_sizes) + " |")
         if plotted:
             lines += ["", "![sweep](quality_sweep.png)"]
@@ -458,25 +464,20 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
 
 def summary_table(comparisons: list[dict]) -> list[str]:
     """The headline table: per dataset, its largest training set's tuned comparison, next to the paper."""
-    main_entry: dict[str, dict] = {}
+    by_dataset: dict[str, list[dict]] = {}
     for e in comparisons:
-        size = float("inf") if e["n_train"] is None else e["n_train"]
-        old = main_entry.get(e["dataset"])
-        if old is None or size > (float("inf") if old["n_train"] is None else old["n_train"]):
-            main_entry[e["dataset"]] = e
+        by_dataset.setdefault(e["dataset"], []).append(e)
+    main_entry = {ds: max(es, key=lambda e: float("inf") if e["n_train"] is None else e["n_train"])  # None: all
+                  for ds, es in by_dataset.items()}
     if not main_entry:
         return []
     lines = ["## Summary: each dataset's largest training set, every method at its tuned setting", "",
              "| dataset | n_train | " + " | ".join(PAPER_METHODS) + " | dsbs − standard_ft (McNemar p per seed) "
              "| paper T5-base FT / dsbs | PaLM teacher |", "|---|---|" + "---|" * len(PAPER_METHODS) + "---|---|---|"]
     for ds, e in sorted(main_entry.items()):
-        cells = []
-        for m in PAPER_METHODS:
-            t = e["tuned"].get(m)
-            cells.append(f"{pct(t['test_mean'])} ± {100 * t['test_sd']:.1f} ({len(t['seeds'])} seeds)" if t else "–")
-        v = (e["tuned"].get("dsbs") or {}).get("vs_standard_ft")
-        gap = (f"{100 * v['diff_mean']:+.1f} (p " + ", ".join(f"{x['p_value']:.3g}" for x in v["per_seed"].values())
-               + ")") if v else "–"
+        cells = [f"{mean_sd(t)} ({len(t['seeds'])} seeds)" if (t := e["tuned"].get(m)) else "–"
+                 for m in PAPER_METHODS]
+        gap = delta(e["tuned"].get("dsbs"), pooled=False)
         paper = f"{PAPER_T5_BASE['standard_ft'][ds]:.2f} / {PAPER_T5_BASE['dsbs'][ds]:.2f}"
         size = size_tag(e["n_train"]) + (" *" if e["options"] else "")
         lines.append(f"| {ds} | {size} | " + " | ".join(cells) + f" | {gap} | {paper} | {PALM_TEST.get(ds, '–')} |")

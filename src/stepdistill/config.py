@@ -126,8 +126,8 @@ class TrainConfig:
     and GPUs with bf16 units, not bit-exact)."""
     compile: bool = False
     """torch.compile the training forward and backward (inductor, dynamic shapes). Same loss within float noise;
-    the first steps pay the compilation (minutes on a CPU), so it pays off only on long runs: see
-    benchmarks/results/throughput.json for its measured effect. Needs a C++ compiler on CPU."""
+    the first step pays the compilation (about a minute for SmolLM2-135M on a 2-core CPU), so it pays off only on
+    long runs (here past ~150-200 steps): see benchmarks/results/throughput.json. Needs a C++ compiler on CPU."""
 
 
 @dataclass(frozen=True)
