@@ -11,7 +11,8 @@ Protocol, per dataset and training-set size:
   * the tuned comparison takes, per method, the (lr, epochs) with the best mean validation accuracy over
     seeds and reports its test accuracy; the same-settings comparison uses one (lr, epochs) for all methods;
   * differences to standard fine-tuning come with an exact McNemar test on the same test rows (per seed,
-    and pooled over seeds), from each run's predictions.jsonl;
+    and pooled over seeds), from each run's predictions.jsonl, and with a 95% interval from a bootstrap that
+    resamples seeds and test rows together (the McNemar tests see only the rows, not the training seed);
   * a data-size sweep (standard fine-tuning vs dsbs) at the tuned learning rate (Figure 4 of the paper).
 
 Finished rows are appended to results/quality.jsonl, keyed by (dataset, method, labels, n_train, seed, lr,
@@ -221,6 +222,35 @@ def pooled_mcnemar(pairs: list[tuple[dict, dict]]) -> dict:
     return mcnemar(a, b)
 
 
+def seed_row_bootstrap(pairs: list[tuple[dict, dict]], resamples: int = 10000, rng_seed: int = 0) -> dict:
+    """Hierarchical paired bootstrap of the accuracy difference a - b over seeds and test rows.
+
+    Each resample draws test rows with replacement (the same draw for every seed, since the seeds share the
+    test rows) and seeds with replacement, and averages the paired per-row differences. Training-seed variance
+    is thus part of the interval, which per-seed McNemar tests leave out. With few seeds the interval is
+    coarse (2 seeds: each resample holds one or both), but it cannot be narrower than the seeds disagree.
+    ``p_value``: two-sided, twice the share of resamples on the other side of zero (floored at 1/resamples).
+    """
+    import numpy as np
+
+    ids = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs))) if pairs else []
+    if not ids:
+        return {}
+    diffs = np.array([[int(a[i]) - int(b[i]) for i in ids] for a, b in pairs], dtype=np.float64)  # seeds x rows
+    k, n = diffs.shape
+    rng = np.random.default_rng(rng_seed)
+    rows = rng.integers(0, n, size=(resamples, n))
+    per_seed = np.stack([d[rows].mean(axis=1) for d in diffs])  # seeds x resamples
+    picks = rng.integers(0, k, size=(resamples, k))
+    stats = per_seed[picks, np.arange(resamples)[:, None]].mean(axis=1)
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    point = float(diffs.mean())
+    other_side = (stats <= 0).mean() if point > 0 else (stats >= 0).mean()
+    p = min(1.0, max(2 * float(other_side), 1 / resamples))
+    return {"diff": round(point, 4), "ci95": [round(float(lo), 4), round(float(hi), 4)], "p_value": float(f"{p:.3g}"),
+            "seeds": k, "rows": n, "resamples": resamples}
+
+
 def mean_spread(values: list[float]) -> tuple[float, float]:
     mean = statistics.mean(values)
     return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -283,6 +313,7 @@ def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str 
                                                        for s in seeds), 4),
                     "per_seed": {str(s): mcnemar(*p) for s, p in zip(seeds, pairs)},
                     "pooled": pooled_mcnemar(pairs),
+                    "bootstrap": seed_row_bootstrap(pairs),
                 }
         out.append(entry)
     return {"comparisons": out}
@@ -388,6 +419,16 @@ def delta(info: dict | None, pooled: bool = True) -> str:
     return f"{100 * v['diff_mean']:+.1f} (p {ps}" + (f"; pooled {v['pooled']['p_value']:.3g})" if pooled else ")")
 
 
+def interval(info: dict | None) -> str:
+    """A cell's seed x row bootstrap 95% interval of the difference from standard fine-tuning, in points."""
+    b = ((info or {}).get("vs_standard_ft") or {}).get("bootstrap")
+    if not b:
+        return "–"
+    lo, hi = b["ci95"]
+    return f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (p {b['p_value']:.3g}" + ("; 1 seed: rows only)" if b["seeds"] == 1
+                                                                        else ")")
+
+
 def write_report(rows: list[dict], args, out_dir: Path) -> dict:
     analysis = analyse(rows, args.same_lr, args.same_epochs)
     sweep, sweep_options = sweep_table(rows, args.sweep_dataset, args.sweep_sizes)
@@ -409,16 +450,20 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
     lines += [f"Rows finished: {len(rows)}. Student: `{args.student}`. Teacher: the released PaLM-540B rationales. "
               "Accuracy in %, mean ± sample standard deviation over seeds (± 0.0 = one seed). "
               "McNemar p: exact two-sided test on the same test rows vs standard fine-tuning "
-              "(per seed; `pooled` stacks the seeds).", ""]
+              "(per seed; `pooled` stacks the seeds). Δ 95% interval: a paired bootstrap that resamples the "
+              "seeds and the test rows together (10,000 resamples), so it includes training-seed variance, "
+              "which the McNemar tests do not; its p is twice the share of resamples across zero. "
+              "With 2 seeds it is coarse; trust a gap only where the interval excludes 0.", ""]
     lines += summary_table(analysis["comparisons"])
     for entry in analysis["comparisons"]:
         ds, n = entry["dataset"], entry["n_train"]
         trained = (f"Every row here was trained with `{' '.join(entry['options'])}`." if entry["options"] else "")
         lines += [f"## {ds}, n_train = {size_tag(n)}" + (" (with overrides)" if entry["options"] else ""), "",
                   DATASETS.get(ds, {}).get("note", "") + (" " + trained if trained else ""), "",
-                  "| method | tuned lr, epochs | valid | test (tuned) | Δ vs FT, McNemar p | test (same settings: "
+                  "| method | tuned lr, epochs | valid | test (tuned) | Δ vs FT, McNemar p | Δ 95% interval, "
+                  "seeds × rows | test (same settings: "
                   f"lr {args.same_lr:g}, {args.same_epochs:g} ep) | Δ vs FT, p | paper T5-base | PaLM teacher |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for method in METHODS:
             t = entry["tuned"].get(method)
             if not t:
@@ -427,7 +472,7 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
             paper = PAPER_T5_BASE.get(method, {}).get(ds)
             lines.append(
                 f"| {method} | {t['lr']:g}, {t['epochs']:g} | {pct(t['valid_mean'])} | "
-                f"{mean_sd(t)} (n={t['n_test']}, seeds {t['seeds']}) | {delta(t)} | "
+                f"{mean_sd(t)} (n={t['n_test']}, seeds {t['seeds']}) | {delta(t)} | {interval(t)} | "
                 + (mean_sd(s) if s else "not run") + f" | {delta(s)} | "
                 + (f"{paper:.2f}" if paper else "–") + f" | {PALM_TEST.get(ds, '–')} |")
         lines += ["", "Grid (validation mean / test mean):", ""]
@@ -473,14 +518,16 @@ def summary_table(comparisons: list[dict]) -> list[str]:
         return []
     lines = ["## Summary: each dataset's largest training set, every method at its tuned setting", "",
              "| dataset | n_train | " + " | ".join(PAPER_METHODS) + " | dsbs − standard_ft (McNemar p per seed) "
-             "| paper T5-base FT / dsbs | PaLM teacher |", "|---|---|" + "---|" * len(PAPER_METHODS) + "---|---|---|"]
+             "| its 95% interval, seeds × rows | paper T5-base FT / dsbs | PaLM teacher |",
+             "|---|---|" + "---|" * len(PAPER_METHODS) + "---|---|---|---|"]
     for ds, e in sorted(main_entry.items()):
         cells = [f"{mean_sd(t)} ({len(t['seeds'])} seeds)" if (t := e["tuned"].get(m)) else "–"
                  for m in PAPER_METHODS]
         gap = delta(e["tuned"].get("dsbs"), pooled=False)
         paper = f"{PAPER_T5_BASE['standard_ft'][ds]:.2f} / {PAPER_T5_BASE['dsbs'][ds]:.2f}"
         size = size_tag(e["n_train"]) + (" *" if e["options"] else "")
-        lines.append(f"| {ds} | {size} | " + " | ".join(cells) + f" | {gap} | {paper} | {PALM_TEST.get(ds, '–')} |")
+        lines.append(f"| {ds} | {size} | " + " | ".join(cells)
+                     + f" | {gap} | {interval(e['tuned'].get('dsbs'))} | {paper} | {PALM_TEST.get(ds, '–')} |")
     lines += ["", "`*`: trained with the fast options (" + "; ".join(sorted({" ".join(e["options"]) for e in
               main_entry.values() if e["options"]})) + "), both methods alike. Tuned = lr and epochs picked on "
               "validation per method; the sections below give the grid, the same-settings comparison and the "

@@ -36,6 +36,9 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
     assert set(main["tuned"]) == {"standard_ft", "dsbs"}
     vs = main["tuned"]["dsbs"]["vs_standard_ft"]
     assert set(vs["per_seed"]) == {"0", "1"} and 0 <= vs["pooled"]["p_value"] <= 1
+    boot = vs["bootstrap"]  # the seed x row interval holds the point difference
+    assert boot["seeds"] == 2 and boot["rows"] == 8 and boot["ci95"][0] <= boot["diff"] <= boot["ci95"][1]
+    assert abs(boot["diff"] - vs["diff_mean"]) < 1e-3
     assert main["same_settings"]["dsbs"]["lr"] == 3e-3
     assert set(summary["sweep"]["table"]["dsbs"]) == {8, 16} or set(summary["sweep"]["table"]["dsbs"]) == {"8", "16"}
     md = (tmp_path / "out" / "quality.md").read_text()
@@ -54,3 +57,31 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
     assert "12 to run" in other.stdout
     run_dirs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert len(run_dirs) == 12 and all("-o" in d for d in run_dirs)  # the test's own --set overrides are tagged
+
+
+def _quality_module(repo):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quality_bench", repo / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_row_bootstrap_includes_seed_variance(repo):
+    q = _quality_module(repo)
+    rows = [str(i) for i in range(400)]
+    base = {i: k % 2 == 0 for k, i in enumerate(rows)}  # 50% correct
+    better = {i: True for i in rows}  # 100% correct on both seeds: a sure gain
+    sure = q.seed_row_bootstrap([(better, base), (better, base)], resamples=2000)
+    assert sure["diff"] == 0.5 and sure["ci95"][0] > 0.4 and sure["p_value"] <= 1 / 2000 * 2
+    # seeds that disagree: +50 points on one (all right), -50 on the other (all wrong). Each seed alone is far
+    # past any per-row test, but over seeds the interval must straddle 0
+    good = dict.fromkeys(rows, True)
+    bad = dict.fromkeys(rows, False)
+    assert q.mcnemar(good, base)["p_value"] < 1e-6 and q.mcnemar(bad, base)["p_value"] < 1e-6
+    split = q.seed_row_bootstrap([(good, base), (bad, base)], resamples=2000)
+    assert split["ci95"][0] < 0 < split["ci95"][1] and split["p_value"] > 0.2
+    # same predictions: no difference, p = 1
+    assert q.seed_row_bootstrap([(base, base)])["ci95"] == [0.0, 0.0]
+    assert q.seed_row_bootstrap([]) == {}
