@@ -529,7 +529,7 @@ def summary_table(comparisons: list[dict]) -> list[str]:
         lines.append(f"| {ds} | {size} | " + " | ".join(cells)
                      + f" | {gap} | {interval(e['tuned'].get('dsbs'))} | {paper} | {PALM_TEST.get(ds, '–')} |")
     lines += ["", "`*`: trained with the fast options (" + "; ".join(sorted({" ".join(e["options"]) for e in
-              main_entry.values() if e["options"]})) + "), both methods alike. Tuned = lr and epochs picked on "
+              main_entry.values() if e["options"]})) + "), every method alike. Tuned = lr and epochs picked on "
               "validation per method; the sections below give the grid, the same-settings comparison and the "
               "seeds. `–`: not run.", ""]
     return lines
