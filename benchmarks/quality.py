@@ -189,8 +189,9 @@ def plan(args) -> list[tuple]:
 
 # ---- analysis --------------------------------------------------------------------------------------
 
-def correctness(run_dir: str) -> dict[str, bool]:
-    path = Path(run_dir) / "predictions.jsonl"
+def correctness(run_dir: str, name: str = "predictions.jsonl") -> dict[str, bool]:
+    """Test row id -> whether the run's prediction is right ({} before the run is evaluated)."""
+    path = Path(run_dir) / name
     if not path.is_file():
         return {}
     out = {}
@@ -256,6 +257,21 @@ def mean_spread(values: list[float]) -> tuple[float, float]:
     return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def by_setting(rows: list[dict]) -> dict[tuple[float, float], list[dict]]:
+    """One method's rows grouped by (lr, epochs)."""
+    settings: dict[tuple, list[dict]] = {}
+    for r in rows:
+        settings.setdefault((r["lr"], r["epochs"]), []).append(r)
+    return settings
+
+
+def pick_setting(settings: dict[tuple[float, float], list[dict]]) -> tuple[float, float]:
+    """The tuned (lr, epochs), chosen on validation only: among the settings run with the most seeds, the best
+    mean validation accuracy over seeds; ties -> fewer epochs, lower lr."""
+    return max(settings, key=lambda s: (len(settings[s]),
+                                        statistics.mean(x["valid_accuracy"] or 0 for x in settings[s]), -s[1], -s[0]))
+
+
 def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str = "standard_ft") -> dict:
     """Tuned and same-settings comparisons per (dataset, n_train), with McNemar vs the baseline."""
     groups: dict[tuple, list[dict]] = {}
@@ -270,14 +286,8 @@ def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str 
             by_method.setdefault(r["method"], []).append(r)
         chosen_rows = {}
         for method, mrs in by_method.items():
-            settings: dict[tuple, list[dict]] = {}
-            for r in mrs:
-                settings.setdefault((r["lr"], r["epochs"]), []).append(r)
-            # choose on validation only: among the settings run with the most seeds, the best mean valid
-            # accuracy over seeds; ties -> fewer epochs, lower lr
-            best = max(settings, key=lambda s: (len(settings[s]),
-                                               statistics.mean(x["valid_accuracy"] or 0 for x in settings[s]),
-                                               -s[1], -s[0]))
+            settings = by_setting(mrs)
+            best = pick_setting(settings)
             chosen = settings[best]
             chosen_rows[method] = chosen
             m, sd = mean_spread([x["test_accuracy"] for x in chosen])
@@ -336,11 +346,8 @@ def sweep_table(rows: list[dict], dataset: str, sizes: list[int]) -> tuple[dict,
     for method, by_n in table.items():
         out[method] = {}
         for n, rs in sorted(by_n.items()):
-            # at each size keep the setting with the best mean validation accuracy
-            settings: dict[tuple, list[dict]] = {}
-            for r in rs:
-                settings.setdefault((r["lr"], r["epochs"]), []).append(r)
-            best = max(settings, key=lambda s: statistics.mean(x["valid_accuracy"] or 0 for x in settings[s]))
+            settings = by_setting(rs)  # at each size the tuned setting, as in the main comparison
+            best = pick_setting(settings)
             m, sd = mean_spread([x["test_accuracy"] for x in settings[best]])
             out[method][n] = {"test_mean": round(m, 4), "test_sd": round(sd, 4), "seeds": len(settings[best]),
                               "lr": best[0], "epochs": best[1]}
@@ -421,7 +428,11 @@ def delta(info: dict | None, pooled: bool = True) -> str:
 
 def interval(info: dict | None) -> str:
     """A cell's seed x row bootstrap 95% interval of the difference from standard fine-tuning, in points."""
-    b = ((info or {}).get("vs_standard_ft") or {}).get("bootstrap")
+    return bootstrap_text(((info or {}).get("vs_standard_ft") or {}).get("bootstrap"))
+
+
+def bootstrap_text(b: dict | None) -> str:
+    """A ``seed_row_bootstrap`` result as ``[lo, hi] (p ...)`` in points; – if none."""
     if not b:
         return "–"
     lo, hi = b["ci95"]

@@ -56,6 +56,33 @@ def test_run_writes_the_run_directory_contract(tmp_path, data_dir, config):
 
 
 @pytest.mark.slow
+def test_evaluate_label_scoring_is_kept_beside_the_generated_results(tmp_path, data_dir):
+    run = tmp_path / "run"
+    _cli("run", "configs/tiny-causal.yaml", "-o", str(run), "--set", "data.task=cqa", "--set", "train.epochs=1")
+    before = json.loads((run / "metrics.json").read_text())
+    generated = (run / "predictions.jsonl").read_text()
+    assert before["test"]["label_scoring"] == "generate"
+    proc = _cli("evaluate", str(run), "--label-scoring", "score")
+    assert "test (score): accuracy=" in proc.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"] == before["test"] and (run / "predictions.jsonl").read_text() == generated
+    scored = metrics["test:score"]
+    rows = [json.loads(x) for x in (run / "test_score_predictions.jsonl").read_text().splitlines()]
+    assert scored["n"] == len(rows) == 16 and scored["label_scoring"] == "score"
+    # scoring always names one of the row's choices: nothing fails to parse
+    assert scored["parse_failures"] == 0 and all(r["prediction"] == r["raw"] for r in rows)
+    assert scored["correct"] == sum(r["correct"] for r in rows)
+    # the run's own setting goes to the usual place
+    _cli("evaluate", str(run), "--label-scoring", "generate")
+    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] == before["test"]["accuracy"]
+    # an equation task has no candidates to score: a one-line error
+    svamp = tmp_path / "svamp"
+    _cli("train", "configs/tiny-causal.yaml", "-o", str(svamp), "--set", "train.epochs=1")
+    proc = _cli("evaluate", str(svamp), "--label-scoring", "score", check=False)
+    assert proc.returncode != 0 and "multiple-choice" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [[], ["student.prompt_layout=suffix"], ["train.mixed_precision=bf16"]],
                          ids=["default", "suffix-layout-shared-pass", "bf16"])
 def test_training_loss_falls_in_a_real_run(tmp_path, data_dir, options):

@@ -85,3 +85,37 @@ def test_seed_row_bootstrap_includes_seed_variance(repo):
     # same predictions: no difference, p = 1
     assert q.seed_row_bootstrap([(base, base)])["ci95"] == [0.0, 0.0]
     assert q.seed_row_bootstrap([]) == {}
+
+
+def test_label_scoring_script_scores_the_tuned_runs_and_resumes(repo, data_dir, tmp_path):
+    """benchmarks/label_scoring.py on quality.py's tiny CQA runs: every tuned run is scored beside its
+    generated answers, the report compares them, and a rerun reads the scores back."""
+    quality = [sys.executable, str(repo / "benchmarks" / "quality.py"), "--student", "tiny-random-llama",
+               "--datasets", "cqa", "--methods", "standard_ft", "dsbs", "--seeds", "0", "1", "--lrs", "3e-3",
+               "--epochs", "1", "--train-size", "16", "--valid-size", "8", "--test-size", "8", "--same-lr", "3e-3",
+               "--same-epochs", "1", "--set", "eval.max_new_tokens=6", "--set", "train.batch_size=4",
+               "--threads", "1", "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]
+    proc = subprocess.run(quality, capture_output=True, text=True, cwd=repo, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scoring = [sys.executable, str(repo / "benchmarks" / "label_scoring.py"), "--quality",
+               str(tmp_path / "out" / "quality.jsonl"), "--train-size", "16", "--threads", "1",
+               "--out-dir", str(tmp_path / "out")]
+    first = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "label_scoring.json").read_text())
+    rows = {(r["method"], r["seed"]): r for r in map(json.loads, (tmp_path / "out" / "quality.jsonl").open())}
+    assert len(result["runs"]) == 4
+    for run in result["runs"]:
+        q = rows[(run["method"], run["seed"])]
+        assert run["n_test"] == 8 and run["generate"]["accuracy"] == round(q["test_accuracy"], 4)
+        assert run["score"]["parse_failures"] == 0  # a scored label is always one of the row's choices
+        assert run["score_vs_generate"]["rows"] == 8
+    dsbs = result["summary"][0]["methods"]["dsbs"]
+    assert dsbs["seeds"] == [0, 1] and dsbs["vs_standard_ft_score"]["seeds"] == 2
+    assert "| cqa * | dsbs | 2 |" in (tmp_path / "out" / "label_scoring.md").read_text()
+    scored = sorted((tmp_path / "runs").glob("*/test_score_predictions.jsonl"))
+    stamps = [p.stat().st_mtime_ns for p in scored]
+    again = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("(scored before)") == 4, again.stderr[-2000:]
+    assert [p.stat().st_mtime_ns for p in scored] == stamps
+    assert json.loads((tmp_path / "out" / "label_scoring.json").read_text())["summary"] == result["summary"]

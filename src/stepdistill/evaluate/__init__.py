@@ -40,9 +40,13 @@ def score(task: Task, examples: Sequence[Example], predictions: Sequence[str | N
 
 
 def run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None,
-        batch_size: int | None = None) -> dict:
+        batch_size: int | None = None, scoring: str | None = None) -> dict:
     """Predict ``split`` with ``RUN/model``, write ``RUN/predictions.jsonl`` (test) or
-    ``RUN/<split>_predictions.jsonl`` and merge the scores into ``RUN/metrics.json``."""
+    ``RUN/<split>_predictions.jsonl`` and merge the scores into ``RUN/metrics.json`` under ``split``.
+
+    ``scoring`` (generate or score) overrides how the label is picked (``eval.label_scoring`` of the run).
+    An override that differs from the run's own setting is kept beside it, never over it: under
+    ``<split>:<scoring>`` in metrics.json and in ``<split>_<scoring>_predictions.jsonl``."""
     from stepdistill.config import load_config
     from stepdistill.student import Student
     from stepdistill.tasks import get_task, load_split, write_jsonl
@@ -53,20 +57,35 @@ def run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None
     if not (run_dir / "model").is_dir():
         raise StepdistillError(f"{run_dir} has no model/ yet (training has not reached a validation)")
     cfg = load_config(run_dir / "config.yaml")
+    if scoring not in (None, "generate", "score"):
+        raise StepdistillError(f"label scoring must be generate or score, got '{scoring}'")
+    own = cfg.eval.label_scoring
+    scoring = scoring or own
     task = get_task(cfg.data.task)
+    if scoring == "score" and task.answer.kind not in ("classification", "multiple_choice"):
+        raise StepdistillError(f"label scoring needs a classification or multiple-choice task; '{task.name}' has "
+                               f"{task.answer.kind} answers (use generate)")
+    if scoring == "score" and cfg.method.name == "single_task":
+        raise StepdistillError("a single_task student writes its rationale before the label, so its label cannot "
+                               "be scored alone (use generate)")
     rows = load_split(task, split, data_dir or cfg.data.data_dir, train_size=cfg.data.train_size,
                       valid_size=cfg.data.valid_size, test_size=cfg.data.test_size, seed=cfg.train.seed,
                       valid_fraction=cfg.data.valid_fraction)
     student = Student.load(run_dir)
     t0 = time.time()
     preds = student.predict([ex.input for ex in rows], batch_size=batch_size or cfg.eval.batch_size,
-                            max_new_tokens=cfg.eval.max_new_tokens)
+                            max_new_tokens=cfg.eval.max_new_tokens, scoring=scoring)
     seconds = time.time() - t0
     labels = [task.parse(p["raw"], ex) for p, ex in zip(preds, rows)]  # rows carry the choices raw text may not
     result = score(task, rows, labels)
     result["seconds"] = round(seconds, 2)
     result["examples_per_s"] = round(len(rows) / max(seconds, 1e-9), 2)
-    name = "predictions.jsonl" if split == "test" else f"{split}_predictions.jsonl"
+    result["label_scoring"] = scoring
+    key = split if scoring == own else f"{split}:{scoring}"
+    if key != split:
+        name = f"{split}_{scoring}_predictions.jsonl"
+    else:
+        name = "predictions.jsonl" if split == "test" else f"{split}_predictions.jsonl"
     write_jsonl(run_dir / name, (
         {"id": ex.id, "split": split, "gold": ex.label, "raw": p["raw"], "prediction": label,
          "correct": task.is_correct(label, ex), "teacher_label": ex.teacher_label,
@@ -74,8 +93,8 @@ def run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None
         for ex, p, label in zip(rows, preds, labels)))
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    if split == "valid" and metrics.get("valid"):
+    if key == "valid" and metrics.get("valid"):
         result = {**metrics["valid"], **result}
-    metrics[split] = result
+    metrics[key] = result
     metrics_path.write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -1,0 +1,190 @@
+"""Label scoring vs generation on the students trained by quality.py: same models, same test rows.
+
+    python benchmarks/label_scoring.py                       # cqa, esnli, anli1: main comparison, tuned settings
+    python benchmarks/label_scoring.py --datasets cqa --seeds 0
+    python benchmarks/label_scoring.py --report              # rebuild label_scoring.json/.md from scored runs
+
+For each chosen run of ``results/quality.jsonl`` (default: every classification or multiple-choice dataset's
+main comparison, each method at the (lr, epochs) quality.py tunes on validation, every seed), the test split is
+predicted again with ``stepdistill evaluate --label-scoring score``: one forward scores each candidate label
+(a class name, or one of the row's choices) and picks the most likely, so every answer is a valid one. It is
+compared with the run's generated answers (``predictions.jsonl``) on the same rows: accuracy, parse failures,
+an exact McNemar test, and whether the gap between methods survives (a seed x row bootstrap, as in quality.py).
+
+Scoring is stored in each run directory beside the generated results (metrics.json key ``test:score``,
+``test_score_predictions.jsonl``), so a rerun skips runs already scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import (DATASETS, PAPER_METHODS, RESULTS, bootstrap_text, by_setting, correctness,  # noqa: E402
+                     extra_of, git_commit, load_rows, mcnemar, pct, pick_setting, seed_row_bootstrap)
+
+SCORABLE = ["cqa", "esnli", "anli1"]  # svamp answers are equations: nothing to score
+METHODS = [m for m in PAPER_METHODS if m != "single_task"]  # single-task writes its rationale before the label
+
+
+def chosen_runs(rows: list[dict], datasets, methods, seeds, train_size=None) -> list[dict]:
+    """The quality rows to score: per dataset ``train_size`` rows (None: the dataset's main comparison), per
+    method its tuned setting, each seed in ``seeds`` (None: all). Rows trained with other ``--set`` overrides
+    form their own groups."""
+    out = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        size = DATASETS[r["dataset"]]["train_size"] if train_size is None else train_size
+        if r["dataset"] in datasets and r["method"] in methods and r["n_train"] == size:
+            groups.setdefault((r["dataset"], extra_of(r), r["method"]), []).append(r)
+    for _, mrs in sorted(groups.items()):
+        settings = by_setting(mrs)
+        out += [r for r in sorted(settings[pick_setting(settings)], key=lambda r: r["seed"])
+                if seeds is None or r["seed"] in seeds]
+    return out
+
+
+def score_run(row: dict, batch_size: int | None) -> dict:
+    """Score one run's test split (or read back an earlier scoring); the comparison with its generation."""
+    from stepdistill import evaluate
+
+    run_dir = Path(row["run_dir"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if "test:score" not in metrics:
+        load = os.getloadavg()[0]
+        metrics = evaluate.run(run_dir, "test", batch_size=batch_size, scoring="score")
+        metrics["test:score"]["load_avg_1m_at_start"] = round(load, 2)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    gen, sco = metrics["test"], metrics["test:score"]
+    generated = correctness(str(run_dir))
+    scored = correctness(str(run_dir), "test_score_predictions.jsonl")
+    return {
+        "dataset": row["dataset"], "method": row["method"], "seed": row["seed"], "lr": row["lr"],
+        "epochs": row["epochs"], "n_train": row["n_train"], "options": list(extra_of(row)), "run_dir": str(run_dir),
+        "n_test": sco["n"],
+        "generate": {"accuracy": round(gen["accuracy"], 4), "parse_failures": gen["parse_failures"],
+                     "examples_per_s": gen.get("examples_per_s")},
+        "score": {"accuracy": round(sco["accuracy"], 4), "parse_failures": sco["parse_failures"],
+                  "examples_per_s": sco.get("examples_per_s"), "load_avg_1m_at_start": sco.get("load_avg_1m_at_start")},
+        "score_vs_generate": mcnemar(scored, generated),
+        "unparsed_generations_scored_right": unparsed_right(run_dir),
+        "_pair": (scored, generated),
+    }
+
+
+def unparsed_right(run_dir: Path) -> int:
+    """Rows whose generated answer named no valid label but whose scored label is right."""
+    gen = {r["id"]: r for r in map(json.loads, (run_dir / "predictions.jsonl").read_text().splitlines())}
+    sco = map(json.loads, (run_dir / "test_score_predictions.jsonl").read_text().splitlines())
+    return sum(1 for r in sco if r["correct"] and gen[r["id"]]["prediction"] is None)
+
+
+def summarise(results: list[dict], baseline: str = "standard_ft") -> list[dict]:
+    """Per (dataset, options, method): means over seeds; and each method's gap to the baseline under both
+    ways of picking the label, with the seed x row bootstrap interval."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], tuple(r["options"])), {}).setdefault(r["method"], []).append(r)
+    out = []
+    for (dataset, options), by_method in sorted(groups.items()):
+        entry = {"dataset": dataset, "options": list(options), "methods": {}}
+        base = {r["seed"]: r for r in by_method.get(baseline, [])}
+        for method, rs in sorted(by_method.items(), key=lambda kv: METHODS.index(kv[0])):
+            info = {"seeds": [r["seed"] for r in rs], "lr": rs[0]["lr"], "epochs": rs[0]["epochs"]}
+            for mode in ("generate", "score"):
+                info[mode] = round(statistics.mean(r[mode]["accuracy"] for r in rs), 4)
+                info[mode + "_parse_failures"] = [r[mode]["parse_failures"] for r in rs]
+            info["score_vs_generate_p"] = [r["score_vs_generate"]["p_value"] for r in rs]
+            seeds = sorted(set(base) & {r["seed"] for r in rs})
+            if method != baseline and seeds:
+                mine = {r["seed"]: r for r in rs}
+                for i, mode in enumerate(("score", "generate")):
+                    pairs = [(mine[s]["_pair"][i], base[s]["_pair"][i]) for s in seeds]
+                    info[f"vs_{baseline}_{mode}"] = seed_row_bootstrap(pairs)
+            entry["methods"][method] = info
+        out.append(entry)
+    return out
+
+
+def write_report(results: list[dict], summary: list[dict], out_dir: Path) -> None:
+    rows = [{k: v for k, v in r.items() if k != "_pair"} for r in results]
+    (out_dir / "label_scoring.json").write_text(json.dumps(
+        {"git_commit": git_commit(), "runs": rows, "summary": summary}, indent=1))
+
+    def gap(b):
+        return f"{100 * b['diff']:+.1f} {bootstrap_text(b)}" if b else "–"
+
+    lines = ["# Label scoring vs generation on the quality students", "",
+             "The same trained students (`benchmarks/quality.py`, each method at its tuned setting, the main "
+             "comparison of each dataset), the same test rows. *generate*: greedy decoding of the label, parsed "
+             "against the row's labels or choices (the paper's protocol; an answer naming no valid label counts "
+             "wrong). *score*: `stepdistill evaluate --label-scoring score`, one forward that scores every "
+             "candidate label and picks the most likely. Accuracy in %, mean over seeds; McNemar p per seed "
+             "(score vs generate, same rows); gaps to standard fine-tuning with the seed × row bootstrap 95% "
+             "interval of `quality.py`.", "",
+             "| dataset | method | seeds | generate | unparsed (per seed) | score | score − generate, McNemar p "
+             "| Δ vs FT, generate | Δ vs FT, score |", "|---|---|---|---|---|---|---|---|---|"]
+    for entry in summary:
+        tag = " *" if entry["options"] else ""
+        for method, info in entry["methods"].items():
+            ps = ", ".join(f"{p:.3g}" for p in info["score_vs_generate_p"])
+            lines.append(
+                f"| {entry['dataset']}{tag} | {method} | {len(info['seeds'])} | {pct(info['generate'])} | "
+                f"{', '.join(map(str, info['generate_parse_failures']))} | {pct(info['score'])} | "
+                f"{100 * (info['score'] - info['generate']):+.1f} (p {ps}) | "
+                f"{gap(info.get('vs_standard_ft_generate'))} | {gap(info.get('vs_standard_ft_score'))} |")
+    options = sorted({" ".join(e["options"]) for e in summary if e["options"]})
+    if options:
+        lines += ["", "`*`: students trained with " + "; ".join(f"`{o}`" for o in options) + "."]
+    lines += ["", "Command: `python benchmarks/label_scoring.py` (resumable; `--report` rebuilds this file). Speed "
+              "is not compared here (other jobs may share the CPU; each run's examples/s and load average are in "
+              "label_scoring.json); see `throughput.json`, section `prediction`, for it."]
+    (out_dir / "label_scoring.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", nargs="+", choices=SCORABLE, default=SCORABLE)
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    ap.add_argument("--seeds", nargs="+", type=int, help="default: every seed of the tuned setting")
+    ap.add_argument("--train-size", type=int, default=None,
+                    help="the training-set size of the runs to score (default: each dataset's main comparison)")
+    ap.add_argument("--batch-size", type=int, help="prediction batch size (default: the run's eval.batch_size)")
+    ap.add_argument("--threads", type=int, help="torch threads")
+    ap.add_argument("--quality", default=str(RESULTS / "quality.jsonl"), help="quality.py's rows")
+    ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument("--report", action="store_true", help="only read back runs already scored")
+    args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    runs = chosen_runs(load_rows(Path(args.quality)), args.datasets, args.methods, args.seeds,
+                       args.train_size)
+    if not runs:
+        sys.exit(f"no finished quality runs match (read {args.quality})")
+    results = []
+    for i, row in enumerate(runs, 1):
+        scored = "test:score" in json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        if args.report and not scored:
+            continue
+        print(f"[{i}/{len(runs)}] {Path(row['run_dir']).name}" + (" (scored before)" if scored else ""), flush=True)
+        r = score_run(row, args.batch_size)
+        print(f"  generate {pct(r['generate']['accuracy'])} ({r['generate']['parse_failures']} unparsed), "
+              f"score {pct(r['score']['accuracy'])}, McNemar p {r['score_vs_generate']['p_value']}", flush=True)
+        results.append(r)
+    if not results:
+        sys.exit("no run has been scored yet: run without --report")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_report(results, summarise(results), out_dir)
+    print(f"wrote {out_dir / 'label_scoring.md'}")
+
+
+if __name__ == "__main__":
+    main()
