@@ -75,11 +75,19 @@ def test_evaluate_label_scoring_is_kept_beside_the_generated_results(tmp_path, d
     # the run's own setting goes to the usual place
     _cli("evaluate", str(run), "--label-scoring", "generate")
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] == before["test"]["accuracy"]
+    # predict: the same option, one of the row's choices for every input
+    rows = [json.loads(x) for x in (data_dir / "cqa" / "test.jsonl").read_text().splitlines()[:3]]
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"question": r["question"], "choices": r["choices"]}) + "\n" for r in rows))
+    proc = _cli("predict", str(run), str(inputs), "--label-scoring", "score")
+    out = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert len(out) == 3 and all(o["label"] in r["choices"] for o, r in zip(out, rows))
     # an equation task has no candidates to score: a one-line error
     svamp = tmp_path / "svamp"
     _cli("train", "configs/tiny-causal.yaml", "-o", str(svamp), "--set", "train.epochs=1")
-    proc = _cli("evaluate", str(svamp), "--label-scoring", "score", check=False)
-    assert proc.returncode != 0 and "multiple-choice" in proc.stderr and "Traceback" not in proc.stderr
+    for cmd in (["evaluate", str(svamp)], ["predict", str(svamp), str(inputs)]):
+        proc = _cli(*cmd, "--label-scoring", "score", check=False)
+        assert proc.returncode != 0 and "multiple-choice" in proc.stderr and "Traceback" not in proc.stderr, cmd
 
 
 @pytest.mark.slow

@@ -19,6 +19,9 @@ def add_arguments(p):
                    help="a malformed line: stop (default; exit 2 naming FILE:LINE, nothing written) or skip "
                         "(report it on stderr, write an error record in its place, go on)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--label-scoring", choices=("generate", "score"),
+                   help="generate the label, or score each candidate label in one forward and take the best "
+                        "(classification and multiple-choice tasks); default: the student's own setting")
 
 
 def main(args) -> int:
@@ -42,11 +45,13 @@ def main(args) -> int:
     if args.explain and not student.can_explain:
         raise StepdistillError(f"--explain needs a dsbs or single_task student; {args.run_dir} was trained with "
                                f"method '{student.method}'")
+    student.label_scoring(args.label_scoring)  # an option that does not apply fails before any input is read
     source = "<stdin>" if args.input == "-" else args.input
 
     def predict_to(fout):
         return predict_jsonl(student, fin, fout, source=source, explain=args.explain, batch_size=args.batch_size,
-                             on_error=args.on_error, warn=lambda msg: print(f"skipped {msg}", file=sys.stderr))
+                             on_error=args.on_error, scoring=args.label_scoring,
+                             warn=lambda msg: print(f"skipped {msg}", file=sys.stderr))
 
     fin = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     try:

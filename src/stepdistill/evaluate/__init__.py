@@ -57,17 +57,9 @@ def run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None
     if not (run_dir / "model").is_dir():
         raise StepdistillError(f"{run_dir} has no model/ yet (training has not reached a validation)")
     cfg = load_config(run_dir / "config.yaml")
-    if scoring not in (None, "generate", "score"):
-        raise StepdistillError(f"label scoring must be generate or score, got '{scoring}'")
     own = cfg.eval.label_scoring
     scoring = scoring or own
     task = get_task(cfg.data.task)
-    if scoring == "score" and task.answer.kind not in ("classification", "multiple_choice"):
-        raise StepdistillError(f"label scoring needs a classification or multiple-choice task; '{task.name}' has "
-                               f"{task.answer.kind} answers (use generate)")
-    if scoring == "score" and cfg.method.name == "single_task":
-        raise StepdistillError("a single_task student writes its rationale before the label, so its label cannot "
-                               "be scored alone (use generate)")
     rows = load_split(task, split, data_dir or cfg.data.data_dir, train_size=cfg.data.train_size,
                       valid_size=cfg.data.valid_size, test_size=cfg.data.test_size, seed=cfg.train.seed,
                       valid_fraction=cfg.data.valid_fraction)

@@ -80,9 +80,10 @@ def parse_lines(lines: Iterable[str], task) -> list[Parsed]:
 
 
 def predict_jsonl(student, lines: Iterable[str], out: TextIO, *, source: str = "<stdin>", explain: bool = False,
-                  batch_size: int = 16, on_error: str = "stop",
+                  batch_size: int = 16, on_error: str = "stop", scoring: str | None = None,
                   warn: Callable[[str], None] = lambda msg: None) -> Summary:
-    """Predict every line of ``lines`` and write one JSON object per input line to ``out``, in order."""
+    """Predict every line of ``lines`` and write one JSON object per input line to ``out``, in order.
+    ``scoring``: generate or score the label (``Student.predict``); None = the student's own setting."""
     if on_error not in ("stop", "skip"):
         raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
     t0 = time.monotonic()
@@ -103,7 +104,8 @@ def predict_jsonl(student, lines: Iterable[str], out: TextIO, *, source: str = "
         if p.error is None and p.line not in results:
             batch = good[done:done + chunk]
             done += len(batch)
-            preds = student.predict([b.input for b in batch], explain=explain, batch_size=batch_size)
+            preds = student.predict([b.input for b in batch], explain=explain, batch_size=batch_size,
+                                    scoring=scoring)
             results.update({b.line: pred for b, pred in zip(batch, preds)})
         record: dict[str, Any] = {} if p.id is None else {ID_FIELD: p.id}
         if p.error is not None:

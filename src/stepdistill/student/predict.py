@@ -133,6 +133,19 @@ class Student:
         raise StepdistillError(f"label scoring needs a classification or multiple-choice task; '{self.task.name}' "
                                f"has {answer.kind} answers (use eval.label_scoring=generate)")
 
+    def label_scoring(self, scoring: str | None = None) -> str:
+        """How :meth:`predict` picks labels: ``scoring`` if given (checked: it must apply to this student),
+        else the student's own setting (``eval.label_scoring`` at training time), else generate."""
+        if scoring == "score" and self.method == "single_task":
+            raise StepdistillError("a single_task student writes its rationale before the label, so its label "
+                                   "cannot be scored alone (use scoring='generate')")
+        if scoring == "score" and self.task.answer.kind not in ("classification", "multiple_choice"):
+            self.candidates({})  # raises, naming the task's answer kind
+        scoring = scoring or self.meta.get("label_scoring") or "generate"
+        if scoring not in ("generate", "score"):
+            raise StepdistillError(f"label scoring must be generate or score, got '{scoring}'")
+        return scoring
+
     def score_labels(self, inputs: Sequence[str | Mapping[str, Any]], batch_size: int = 16) -> list[dict]:
         """Label-only prediction without generation: one forward per batch scores every candidate label
         (sum of its target tokens' log-probabilities, end-of-sequence included, as trained) and picks the best.
@@ -176,9 +189,7 @@ class Student:
         if explain and not self.can_explain:
             raise StepdistillError(f"this student was trained with method '{self.method}', without rationales; "
                                    "explanations need a dsbs or single_task student")
-        scoring = scoring or self.meta.get("label_scoring") or "generate"
-        if scoring not in ("generate", "score"):
-            raise StepdistillError(f"label scoring must be generate or score, got '{scoring}'")
+        scoring = self.label_scoring(scoring)
         if scoring == "score" and self.method != "single_task":
             results = self.score_labels(inputs, batch_size=batch_size)
             for res in results:
