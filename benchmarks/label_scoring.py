@@ -72,16 +72,19 @@ def score_run(row: dict, batch_size: int | None) -> dict:
         "score": {"accuracy": round(sco["accuracy"], 4), "parse_failures": sco["parse_failures"],
                   "examples_per_s": sco.get("examples_per_s"), "load_avg_1m_at_start": sco.get("load_avg_1m_at_start")},
         "score_vs_generate": mcnemar(scored, generated),
-        "unparsed_generations_scored_right": unparsed_right(run_dir),
+        **compare_labels(run_dir),
         "_pair": (scored, generated),
     }
 
 
-def unparsed_right(run_dir: Path) -> int:
-    """Rows whose generated answer named no valid label but whose scored label is right."""
+def compare_labels(run_dir: Path) -> dict:
+    """Rows where both ways pick the same label, and rows whose generated answer named no valid label but
+    whose scored label is right."""
     gen = {r["id"]: r for r in map(json.loads, (run_dir / "predictions.jsonl").read_text().splitlines())}
-    sco = map(json.loads, (run_dir / "test_score_predictions.jsonl").read_text().splitlines())
-    return sum(1 for r in sco if r["correct"] and gen[r["id"]]["prediction"] is None)
+    sco = [json.loads(x) for x in (run_dir / "test_score_predictions.jsonl").read_text().splitlines()]
+    return {"same_label": sum(r["prediction"] == gen[r["id"]]["prediction"] for r in sco),
+            "unparsed_generations_scored_right": sum(r["correct"] and gen[r["id"]]["prediction"] is None
+                                                     for r in sco)}
 
 
 def summarise(results: list[dict], baseline: str = "standard_ft") -> list[dict]:
@@ -100,6 +103,7 @@ def summarise(results: list[dict], baseline: str = "standard_ft") -> list[dict]:
                 info[mode] = round(statistics.mean(r[mode]["accuracy"] for r in rs), 4)
                 info[mode + "_parse_failures"] = [r[mode]["parse_failures"] for r in rs]
             info["score_vs_generate_p"] = [r["score_vs_generate"]["p_value"] for r in rs]
+            info["same_label"] = [r["same_label"] / r["n_test"] for r in rs]
             seeds = sorted(set(base) & {r["seed"] for r in rs})
             if method != baseline and seeds:
                 mine = {r["seed"]: r for r in rs}
@@ -127,8 +131,9 @@ def write_report(results: list[dict], summary: list[dict], out_dir: Path) -> Non
              "candidate label and picks the most likely. Accuracy in %, mean over seeds; McNemar p per seed "
              "(score vs generate, same rows); gaps to standard fine-tuning with the seed × row bootstrap 95% "
              "interval of `quality.py`.", "",
-             "| dataset | method | seeds | generate | unparsed (per seed) | score | score − generate, McNemar p "
-             "| Δ vs FT, generate | Δ vs FT, score |", "|---|---|---|---|---|---|---|---|---|"]
+             "| dataset | method | seeds | generate | unparsed (per seed) | score | same label (per seed) "
+             "| score − generate, McNemar p | Δ vs FT, generate | Δ vs FT, score |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for entry in summary:
         tag = " *" if entry["options"] else ""
         for method, info in entry["methods"].items():
@@ -136,6 +141,7 @@ def write_report(results: list[dict], summary: list[dict], out_dir: Path) -> Non
             lines.append(
                 f"| {entry['dataset']}{tag} | {method} | {len(info['seeds'])} | {pct(info['generate'])} | "
                 f"{', '.join(map(str, info['generate_parse_failures']))} | {pct(info['score'])} | "
+                f"{', '.join(f'{x:.1%}' for x in info['same_label'])} | "
                 f"{100 * (info['score'] - info['generate']):+.1f} (p {ps}) | "
                 f"{gap(info.get('vs_standard_ft_generate'))} | {gap(info.get('vs_standard_ft_score'))} |")
     options = sorted({" ".join(e["options"]) for e in summary if e["options"]})

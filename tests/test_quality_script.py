@@ -110,6 +110,9 @@ def test_label_scoring_script_scores_the_tuned_runs_and_resumes(repo, data_dir, 
         assert run["n_test"] == 8 and run["generate"]["accuracy"] == round(q["test_accuracy"], 4)
         assert run["score"]["parse_failures"] == 0  # a scored label is always one of the row's choices
         assert run["score_vs_generate"]["rows"] == 8
+        # rows whose generated answer was no choice are the ones scoring can turn right
+        assert run["unparsed_generations_scored_right"] <= run["generate"]["parse_failures"]
+        assert run["n_test"] - run["same_label"] >= run["generate"]["parse_failures"]
     dsbs = result["summary"][0]["methods"]["dsbs"]
     assert dsbs["seeds"] == [0, 1] and dsbs["vs_standard_ft_score"]["seeds"] == 2
     assert "| cqa * | dsbs | 2 |" in (tmp_path / "out" / "label_scoring.md").read_text()
