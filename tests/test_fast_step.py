@@ -1,5 +1,6 @@
 """The shared-input single pass (student/shared.py) equals the two separate suffix-layout views."""
 
+import pytest
 import torch
 
 from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK
@@ -72,6 +73,25 @@ def test_score_labels_matches_separate_forwards_and_predict_option():
             assert abs(score - expected) < 1e-4
         assert res["label"] == max(res["scores"], key=res["scores"].get)
     assert [p["label"] for p in student.predict(texts, scoring="score")] == [r["label"] for r in got]
+    assert student.label_scoring() == "generate" and student.label_scoring("score") == "score"
+
+
+def test_label_scoring_option_is_checked_against_the_student():
+    from stepdistill.errors import StepdistillError
+    from stepdistill.student.predict import Student
+    from stepdistill.tasks import get_task
+
+    model, tok = load_pretrained("causal", "tiny-random-llama")
+    meta = {"family": "causal", "method": "single_task", "task": "esnli", "label_scoring": "score"}
+    single = Student(model, tok, meta, get_task("esnli"))
+    assert single.label_scoring() == "generate"  # its own setting cannot apply: its label follows the rationale
+    with pytest.raises(StepdistillError, match="single_task"):
+        single.label_scoring("score")
+    equation = Student(model, tok, {"family": "causal", "method": "dsbs", "task": "svamp"}, get_task("svamp"))
+    with pytest.raises(StepdistillError, match="multiple-choice"):
+        equation.label_scoring("score")
+    with pytest.raises(StepdistillError, match="generate or score"):
+        equation.label_scoring("vote")
 
 
 def test_split_views_equal_the_concatenated_pass():

@@ -57,13 +57,12 @@ def run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None
     if not (run_dir / "model").is_dir():
         raise StepdistillError(f"{run_dir} has no model/ yet (training has not reached a validation)")
     cfg = load_config(run_dir / "config.yaml")
-    own = cfg.eval.label_scoring
-    scoring = scoring or own
     task = get_task(cfg.data.task)
     rows = load_split(task, split, data_dir or cfg.data.data_dir, train_size=cfg.data.train_size,
                       valid_size=cfg.data.valid_size, test_size=cfg.data.test_size, seed=cfg.train.seed,
                       valid_fraction=cfg.data.valid_fraction)
     student = Student.load(run_dir)
+    own, scoring = student.label_scoring(), student.label_scoring(scoring)  # an override that does not apply fails
     t0 = time.time()
     preds = student.predict([ex.input for ex in rows], batch_size=batch_size or cfg.eval.batch_size,
                             max_new_tokens=cfg.eval.max_new_tokens, scoring=scoring)

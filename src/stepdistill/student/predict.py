@@ -134,8 +134,9 @@ class Student:
                                f"has {answer.kind} answers (use eval.label_scoring=generate)")
 
     def label_scoring(self, scoring: str | None = None) -> str:
-        """How :meth:`predict` picks labels: ``scoring`` if given (checked: it must apply to this student),
-        else the student's own setting (``eval.label_scoring`` at training time), else generate."""
+        """How :meth:`predict` will pick labels, generate or score: ``scoring`` if given (checked: it must
+        apply to this student), else the student's own setting (``eval.label_scoring`` at training time), else
+        generate. A single_task student always generates (its label follows its rationale)."""
         if scoring == "score" and self.method == "single_task":
             raise StepdistillError("a single_task student writes its rationale before the label, so its label "
                                    "cannot be scored alone (use scoring='generate')")
@@ -144,7 +145,7 @@ class Student:
         scoring = scoring or self.meta.get("label_scoring") or "generate"
         if scoring not in ("generate", "score"):
             raise StepdistillError(f"label scoring must be generate or score, got '{scoring}'")
-        return scoring
+        return "generate" if self.method == "single_task" else scoring
 
     def score_labels(self, inputs: Sequence[str | Mapping[str, Any]], batch_size: int = 16) -> list[dict]:
         """Label-only prediction without generation: one forward per batch scores every candidate label
@@ -189,8 +190,7 @@ class Student:
         if explain and not self.can_explain:
             raise StepdistillError(f"this student was trained with method '{self.method}', without rationales; "
                                    "explanations need a dsbs or single_task student")
-        scoring = self.label_scoring(scoring)
-        if scoring == "score" and self.method != "single_task":
+        if self.label_scoring(scoring) == "score":
             results = self.score_labels(inputs, batch_size=batch_size)
             for res in results:
                 res.pop("scores")
