@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import (DATASETS, PAPER_METHODS, RESULTS, bootstrap_text, by_setting, correctness,  # noqa: E402
+from quality import (DATASETS, PAPER_METHODS, RESULTS, bootstrap_text, by_setting,  # noqa: E402
                      extra_of, git_commit, load_rows, mcnemar, pct, pick_setting, seed_row_bootstrap)
 
 SCORABLE = ["cqa", "esnli", "anli1"]  # svamp answers are equations: nothing to score
@@ -49,20 +49,22 @@ def chosen_runs(rows: list[dict], datasets, methods, seeds, train_size=None) -> 
     return out
 
 
-def score_run(row: dict, batch_size: int | None) -> dict:
-    """Score one run's test split (or read back an earlier scoring); the comparison with its generation."""
+def score_run(row: dict, metrics: dict, batch_size: int | None) -> dict:
+    """Score one run's test split unless ``metrics`` (its metrics.json) holds an earlier scoring; the
+    comparison with its generation."""
     from stepdistill import evaluate
 
     run_dir = Path(row["run_dir"])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
     if "test:score" not in metrics:
         load = os.getloadavg()[0]
         metrics = evaluate.run(run_dir, "test", batch_size=batch_size, scoring="score")
         metrics["test:score"]["load_avg_1m_at_start"] = round(load, 2)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     gen, sco = metrics["test"], metrics["test:score"]
-    generated = correctness(str(run_dir))
-    scored = correctness(str(run_dir), "test_score_predictions.jsonl")
+    generated = {r["id"]: r for r in map(json.loads, (run_dir / "predictions.jsonl").read_text().splitlines())}
+    scored = [json.loads(x) for x in (run_dir / "test_score_predictions.jsonl").read_text().splitlines()]
+    correct = {"score": {str(r["id"]): bool(r["correct"]) for r in scored},
+               "generate": {str(i): bool(r["correct"]) for i, r in generated.items()}}
     return {
         "dataset": row["dataset"], "method": row["method"], "seed": row["seed"], "lr": row["lr"],
         "epochs": row["epochs"], "n_train": row["n_train"], "options": list(extra_of(row)), "run_dir": str(run_dir),
@@ -71,20 +73,14 @@ def score_run(row: dict, batch_size: int | None) -> dict:
                      "examples_per_s": gen.get("examples_per_s")},
         "score": {"accuracy": round(sco["accuracy"], 4), "parse_failures": sco["parse_failures"],
                   "examples_per_s": sco.get("examples_per_s"), "load_avg_1m_at_start": sco.get("load_avg_1m_at_start")},
-        "score_vs_generate": mcnemar(scored, generated),
-        **compare_labels(run_dir),
-        "_pair": (scored, generated),
+        "score_vs_generate": mcnemar(correct["score"], correct["generate"]),
+        # rows where both ways pick the same label; rows whose generated answer named no valid label but whose
+        # scored label is right
+        "same_label": sum(r["prediction"] == generated[r["id"]]["prediction"] for r in scored),
+        "unparsed_generations_scored_right": sum(r["correct"] and generated[r["id"]]["prediction"] is None
+                                                 for r in scored),
+        "_correct": correct,
     }
-
-
-def compare_labels(run_dir: Path) -> dict:
-    """Rows where both ways pick the same label, and rows whose generated answer named no valid label but
-    whose scored label is right."""
-    gen = {r["id"]: r for r in map(json.loads, (run_dir / "predictions.jsonl").read_text().splitlines())}
-    sco = [json.loads(x) for x in (run_dir / "test_score_predictions.jsonl").read_text().splitlines()]
-    return {"same_label": sum(r["prediction"] == gen[r["id"]]["prediction"] for r in sco),
-            "unparsed_generations_scored_right": sum(r["correct"] and gen[r["id"]]["prediction"] is None
-                                                     for r in sco)}
 
 
 def summarise(results: list[dict], baseline: str = "standard_ft") -> list[dict]:
@@ -107,8 +103,8 @@ def summarise(results: list[dict], baseline: str = "standard_ft") -> list[dict]:
             seeds = sorted(set(base) & {r["seed"] for r in rs})
             if method != baseline and seeds:
                 mine = {r["seed"]: r for r in rs}
-                for i, mode in enumerate(("score", "generate")):
-                    pairs = [(mine[s]["_pair"][i], base[s]["_pair"][i]) for s in seeds]
+                for mode in ("score", "generate"):
+                    pairs = [(mine[s]["_correct"][mode], base[s]["_correct"][mode]) for s in seeds]
                     info[f"vs_{baseline}_{mode}"] = seed_row_bootstrap(pairs)
             entry["methods"][method] = info
         out.append(entry)
@@ -116,7 +112,7 @@ def summarise(results: list[dict], baseline: str = "standard_ft") -> list[dict]:
 
 
 def write_report(results: list[dict], summary: list[dict], out_dir: Path) -> None:
-    rows = [{k: v for k, v in r.items() if k != "_pair"} for r in results]
+    rows = [{k: v for k, v in r.items() if k != "_correct"} for r in results]
     (out_dir / "label_scoring.json").write_text(json.dumps(
         {"git_commit": git_commit(), "runs": rows, "summary": summary}, indent=1))
 
@@ -176,11 +172,12 @@ def main(argv=None) -> None:
         sys.exit(f"no finished quality runs match (read {args.quality})")
     results = []
     for i, row in enumerate(runs, 1):
-        scored = "test:score" in json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        scored = "test:score" in metrics
         if args.report and not scored:
             continue
         print(f"[{i}/{len(runs)}] {Path(row['run_dir']).name}" + (" (scored before)" if scored else ""), flush=True)
-        r = score_run(row, args.batch_size)
+        r = score_run(row, metrics, args.batch_size)
         print(f"  generate {pct(r['generate']['accuracy'])} ({r['generate']['parse_failures']} unparsed), "
               f"score {pct(r['score']['accuracy'])}, McNemar p {r['score_vs_generate']['p_value']}", flush=True)
         results.append(r)

@@ -189,9 +189,9 @@ def plan(args) -> list[tuple]:
 
 # ---- analysis --------------------------------------------------------------------------------------
 
-def correctness(run_dir: str, name: str = "predictions.jsonl") -> dict[str, bool]:
+def correctness(run_dir: str) -> dict[str, bool]:
     """Test row id -> whether the run's prediction is right ({} before the run is evaluated)."""
-    path = Path(run_dir) / name
+    path = Path(run_dir) / "predictions.jsonl"
     if not path.is_file():
         return {}
     out = {}
