@@ -22,6 +22,7 @@ epochs); a rerun skips them, resumes an interrupted run from its checkpoint, and
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import statistics
@@ -189,8 +190,10 @@ def plan(args) -> list[tuple]:
 
 # ---- analysis --------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
 def correctness(run_dir: str) -> dict[str, bool]:
-    """Test row id -> whether the run's prediction is right ({} before the run is evaluated)."""
+    """Test row id -> whether the run's prediction is right ({} before the run is evaluated). Cached: a run is
+    compared in several tables; callers must not modify the result."""
     path = Path(run_dir) / "predictions.jsonl"
     if not path.is_file():
         return {}
@@ -272,6 +275,22 @@ def pick_setting(settings: dict[tuple[float, float], list[dict]]) -> tuple[float
                                         statistics.mean(x["valid_accuracy"] or 0 for x in settings[s]), -s[1], -s[0]))
 
 
+def versus(mine: list[dict], base: list[dict]) -> dict | None:
+    """One method's rows against the baseline's at the same setting, paired by seed: mean difference,
+    per-seed and pooled McNemar, and the seed x row bootstrap; None if they share no seed."""
+    base_by_seed = {r["seed"]: r for r in base}
+    mine_by_seed = {r["seed"]: r for r in mine}
+    seeds = sorted(set(base_by_seed) & set(mine_by_seed))
+    if not seeds:
+        return None
+    pairs = [(correctness(mine_by_seed[s]["run_dir"]), correctness(base_by_seed[s]["run_dir"])) for s in seeds]
+    return {"diff_mean": round(statistics.mean(mine_by_seed[s]["test_accuracy"] - base_by_seed[s]["test_accuracy"]
+                                               for s in seeds), 4),
+            "per_seed": {str(s): mcnemar(*p) for s, p in zip(seeds, pairs)},
+            "pooled": pooled_mcnemar(pairs),
+            "bootstrap": seed_row_bootstrap(pairs)}
+
+
 def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str = "standard_ft") -> dict:
     """Tuned and same-settings comparisons per (dataset, n_train), with McNemar vs the baseline."""
     groups: dict[tuple, list[dict]] = {}
@@ -305,26 +324,28 @@ def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str 
                 m2, sd2 = mean_spread([x["test_accuracy"] for x in same])
                 entry["same_settings"][method] = {"lr": same_lr, "epochs": same_epochs, "test_mean": round(m2, 4),
                                                   "test_sd": round(sd2, 4), "seeds": sorted(x["seed"] for x in same)}
-        for label, table, pick in (("tuned", entry["tuned"], lambda m: chosen_rows.get(m, [])),
-                                   ("same_settings", entry["same_settings"],
-                                    lambda m: [r for r in by_method.get(m, [])
-                                               if (r["lr"], r["epochs"]) == (same_lr, same_epochs)])):
-            base = {r["seed"]: r for r in pick(baseline)}
+        for table, pick in ((entry["tuned"], lambda m: chosen_rows.get(m, [])),
+                            (entry["same_settings"], lambda m: by_setting(by_method.get(m, [])).get(
+                                (same_lr, same_epochs), []))):
             for method, info in table.items():
-                if method == baseline or not base:
-                    continue
-                mine = {r["seed"]: r for r in pick(method)}
-                seeds = sorted(set(base) & set(mine))
-                if not seeds:
-                    continue
-                pairs = [(correctness(mine[s]["run_dir"]), correctness(base[s]["run_dir"])) for s in seeds]
-                info["vs_" + baseline] = {
-                    "diff_mean": round(statistics.mean(mine[s]["test_accuracy"] - base[s]["test_accuracy"]
-                                                       for s in seeds), 4),
-                    "per_seed": {str(s): mcnemar(*p) for s, p in zip(seeds, pairs)},
-                    "pooled": pooled_mcnemar(pairs),
-                    "bootstrap": seed_row_bootstrap(pairs),
-                }
+                if method != baseline and (vs := versus(pick(method), pick(baseline))):
+                    info["vs_" + baseline] = vs
+        # every (lr, epochs) run by both a method and the baseline: equal budgets, not only the tuned picks
+        base_settings = by_setting(by_method.get(baseline, []))
+        entry["shared_settings"] = []
+        for method, mrs in by_method.items():
+            if method == baseline:
+                continue
+            for (lr, epochs), srs in sorted(by_setting(mrs).items()):
+                if vs := versus(srs, base_settings.get((lr, epochs), [])):
+                    seeds = set(vs["per_seed"])
+                    entry["shared_settings"].append({
+                        "method": method, "lr": lr, "epochs": epochs, "seeds": sorted(int(x) for x in seeds),
+                        "baseline_test_mean": round(statistics.mean(
+                            r["test_accuracy"] for r in base_settings[(lr, epochs)] if str(r["seed"]) in seeds), 4),
+                        "test_mean": round(statistics.mean(r["test_accuracy"] for r in srs
+                                                           if str(r["seed"]) in seeds), 4),
+                        "vs_" + baseline: vs})
         out.append(entry)
     return {"comparisons": out}
 
@@ -488,10 +509,11 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
                 + (f"{paper:.2f}" if paper else "–") + f" | {PALM_TEST.get(ds, '–')} |")
         lines += ["", "Grid (validation mean / test mean):", ""]
         for method, t in entry["tuned"].items():
-            grid = "; ".join(f"{k}: {pct(v['valid_mean'])} / {pct(v['test_mean'])} ({v['seeds']} seeds)"
+            grid = "; ".join(f"{k}: {pct(v['valid_mean'])} / {pct(v['test_mean'])} ({seeds_text(v['seeds'])})"
                              for k, v in t["grid"].items())
             lines.append(f"* {method}: {grid}")
         lines.append("")
+    lines += shared_settings_table(analysis["comparisons"])
     option_lines = options_vs_base(rows)
     if option_lines:
         lines += ["## Fast training options vs dsbs (same rows, seeds and settings)", "",
@@ -516,6 +538,31 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
         lines += ["## Notes", "", Path(args.notes).read_text().strip(), ""]
     (out_dir / "quality.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def seeds_text(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
+def shared_settings_table(comparisons: list[dict], baseline: str = "standard_ft") -> list[str]:
+    """Each method against the baseline at every (lr, epochs) both were run with, seed for seed: the
+    equal-budget comparisons, including settings that validation did not pick (e.g. a longer epoch budget)."""
+    lines = []
+    for e in comparisons:
+        for c in sorted(e.get("shared_settings", []), key=lambda c: (c["epochs"], c["lr"], c["method"])):
+            v = c["vs_" + baseline]
+            lines.append(f"| {e['dataset']} | {size_tag(e['n_train'])}{' *' if e['options'] else ''} | "
+                         f"{c['lr']:g}, {c['epochs']:g} | {c['method']} | {c['seeds']} | "
+                         f"{pct(c['baseline_test_mean'])} | {pct(c['test_mean'])} | {delta(c, pooled=False)} | "
+                         f"{bootstrap_text(v.get('bootstrap'))} |")
+    if not lines:
+        return []
+    return ["## Every shared setting: each method vs standard fine-tuning at the same lr and epochs", "",
+            "Seed for seed, every (lr, epochs) that both a method and standard fine-tuning were run with, "
+            "whether or not validation picked it; means over the shared seeds only. `*`: the fast options, "
+            "as above.", "",
+            f"| dataset | n_train | lr, epochs | method | seeds | {baseline} | method | Δ (McNemar p per seed) "
+            "| Δ 95% interval, seeds × rows |", "|---|---|---|---|---|---|---|---|---|", *lines, ""]
 
 
 def summary_table(comparisons: list[dict]) -> list[str]:

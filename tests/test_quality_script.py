@@ -40,11 +40,21 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
     assert boot["seeds"] == 2 and boot["rows"] == 8 and boot["ci95"][0] <= boot["diff"] <= boot["ci95"][1]
     assert abs(boot["diff"] - vs["diff_mean"]) < 1e-3
     assert main["same_settings"]["dsbs"]["lr"] == 3e-3
+    # every setting both methods ran, seed for seed: both lrs, and the tuned one agrees with the tuned table
+    shared = {(c["method"], c["lr"], c["epochs"]): c for c in main["shared_settings"]}
+    assert set(shared) == {("dsbs", 1e-3, 1.0), ("dsbs", 3e-3, 1.0)}
+    assert all(c["seeds"] == [0, 1] for c in shared.values())
+    tuned = shared[("dsbs", main["tuned"]["dsbs"]["lr"], 1.0)]
+    if main["tuned"]["standard_ft"]["lr"] == main["tuned"]["dsbs"]["lr"]:
+        assert tuned["vs_standard_ft"] == vs
+    assert tuned["test_mean"] == main["tuned"]["dsbs"]["test_mean"]
     assert set(summary["sweep"]["table"]["dsbs"]) == {8, 16} or set(summary["sweep"]["table"]["dsbs"]) == {"8", "16"}
     md = (tmp_path / "out" / "quality.md").read_text()
     assert "tiny test" in md and "McNemar" in md and "dsbs" in md
+    assert "## Every shared setting" in md and "| svamp | 16 * | 0.003, 1 | dsbs | [0, 1] |" in md
     # the headline table: the largest training set (16, not the sweep's 8), with the overrides marked
-    summary_rows = [x for x in md.splitlines() if x.startswith("| svamp |")]
+    summary_section = md.split("## Summary")[1].split("\n## ")[0]
+    summary_rows = [x for x in summary_section.splitlines() if x.startswith("| svamp |")]
     assert len(summary_rows) == 1 and summary_rows[0].startswith("| svamp | 16 * |"), summary_rows
     assert (tmp_path / "out" / "quality_sweep.png").is_file()
     again = _run(repo, tmp_path)  # resumable: nothing left to run
