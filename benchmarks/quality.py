@@ -337,15 +337,16 @@ def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str 
             if method == baseline:
                 continue
             for (lr, epochs), srs in sorted(by_setting(mrs).items()):
-                if vs := versus(srs, base_settings.get((lr, epochs), [])):
-                    seeds = set(vs["per_seed"])
-                    entry["shared_settings"].append({
-                        "method": method, "lr": lr, "epochs": epochs, "seeds": sorted(int(x) for x in seeds),
-                        "baseline_test_mean": round(statistics.mean(
-                            r["test_accuracy"] for r in base_settings[(lr, epochs)] if str(r["seed"]) in seeds), 4),
-                        "test_mean": round(statistics.mean(r["test_accuracy"] for r in srs
-                                                           if str(r["seed"]) in seeds), 4),
-                        "vs_" + baseline: vs})
+                base_rows = base_settings.get((lr, epochs), [])
+                seeds = {r["seed"] for r in srs} & {r["seed"] for r in base_rows}
+                if not seeds:
+                    continue
+                entry["shared_settings"].append({
+                    "method": method, "lr": lr, "epochs": epochs, "seeds": sorted(seeds),
+                    "baseline_test_mean": round(statistics.mean(r["test_accuracy"] for r in base_rows
+                                                                if r["seed"] in seeds), 4),
+                    "test_mean": round(statistics.mean(r["test_accuracy"] for r in srs if r["seed"] in seeds), 4),
+                    "vs_" + baseline: versus(srs, base_rows)})
         out.append(entry)
     return {"comparisons": out}
 
