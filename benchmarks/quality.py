@@ -580,7 +580,8 @@ def summary_table(comparisons: list[dict]) -> list[str]:
              "| its 95% interval, seeds × rows | paper T5-base FT / dsbs | PaLM teacher |",
              "|---|---|" + "---|" * len(PAPER_METHODS) + "---|---|---|---|"]
     for ds, e in sorted(main_entry.items()):
-        cells = [f"{mean_sd(t)} ({len(t['seeds'])} seeds)" if (t := e["tuned"].get(m)) else "–"
+        cells = [f"{mean_sd(t)} ({seeds_text(len(t['seeds']))}; lr {t['lr']:g}, {t['epochs']:g} ep)"
+                 if (t := e["tuned"].get(m)) else "–"
                  for m in PAPER_METHODS]
         gap = delta(e["tuned"].get("dsbs"), pooled=False)
         paper = f"{PAPER_T5_BASE['standard_ft'][ds]:.2f} / {PAPER_T5_BASE['dsbs'][ds]:.2f}"
@@ -589,7 +590,7 @@ def summary_table(comparisons: list[dict]) -> list[str]:
                      + f" | {gap} | {interval(e['tuned'].get('dsbs'))} | {paper} | {PALM_TEST.get(ds, '–')} |")
     lines += ["", "`*`: trained with the fast options (" + "; ".join(sorted({" ".join(e["options"]) for e in
               main_entry.values() if e["options"]})) + "), every method alike. Tuned = lr and epochs picked on "
-              "validation per method; the sections below give the grid, the same-settings comparison and the "
+              "validation per method (shown in each cell); the sections below give the grid, the same-settings comparison and the "
               "seeds. `–`: not run.", ""]
     return lines
 
