@@ -324,12 +324,6 @@ def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str 
                 m2, sd2 = mean_spread([x["test_accuracy"] for x in same])
                 entry["same_settings"][method] = {"lr": same_lr, "epochs": same_epochs, "test_mean": round(m2, 4),
                                                   "test_sd": round(sd2, 4), "seeds": sorted(x["seed"] for x in same)}
-        for table, pick in ((entry["tuned"], lambda m: chosen_rows.get(m, [])),
-                            (entry["same_settings"], lambda m: by_setting(by_method.get(m, [])).get(
-                                (same_lr, same_epochs), []))):
-            for method, info in table.items():
-                if method != baseline and (vs := versus(pick(method), pick(baseline))):
-                    info["vs_" + baseline] = vs
         # every (lr, epochs) run by both a method and the baseline: equal budgets, not only the tuned picks
         base_settings = by_setting(by_method.get(baseline, []))
         entry["shared_settings"] = []
@@ -347,6 +341,11 @@ def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str 
                                                                 if r["seed"] in seeds), 4),
                     "test_mean": round(statistics.mean(r["test_accuracy"] for r in srs if r["seed"] in seeds), 4),
                     "vs_" + baseline: versus(srs, base_rows)})
+                if (lr, epochs) == (same_lr, same_epochs):  # the same-settings comparison is one of these
+                    entry["same_settings"][method]["vs_" + baseline] = entry["shared_settings"][-1]["vs_" + baseline]
+        for method, info in entry["tuned"].items():
+            if method != baseline and (vs := versus(chosen_rows[method], chosen_rows.get(baseline, []))):
+                info["vs_" + baseline] = vs
         out.append(entry)
     return {"comparisons": out}
 
@@ -590,8 +589,8 @@ def summary_table(comparisons: list[dict]) -> list[str]:
                      + f" | {gap} | {interval(e['tuned'].get('dsbs'))} | {paper} | {PALM_TEST.get(ds, '–')} |")
     lines += ["", "`*`: trained with the fast options (" + "; ".join(sorted({" ".join(e["options"]) for e in
               main_entry.values() if e["options"]})) + "), every method alike. Tuned = lr and epochs picked on "
-              "validation per method (shown in each cell); the sections below give the grid, the same-settings comparison and the "
-              "seeds. `–`: not run.", ""]
+              "validation per method (shown in each cell); the sections below give the grid, the same-settings "
+              "comparison and the seeds. `–`: not run.", ""]
     return lines
 
 
