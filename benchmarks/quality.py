@@ -291,6 +291,33 @@ def versus(mine: list[dict], base: list[dict]) -> dict | None:
             "bootstrap": seed_row_bootstrap(pairs)}
 
 
+def equal_budget(mine: list[dict], base: list[dict], baseline: str = "standard_ft") -> list[dict]:
+    """One method against the baseline at each epoch budget both ran, each with its lr picked on validation
+    within that budget; the budget the comparison reports (``picked``) is chosen jointly, on validation only:
+    most shared seeds, then the best sum of the two methods' validation means, then fewer epochs. The tuned
+    comparison lets each method pick its own budget, so it can set different budgets against each other."""
+    mine_settings, base_settings = by_setting(mine), by_setting(base)
+    out = []
+    for epochs in sorted({s[1] for s in mine_settings} & {s[1] for s in base_settings}):
+        m = mine_settings[pick_setting({s: v for s, v in mine_settings.items() if s[1] == epochs})]
+        b = base_settings[pick_setting({s: v for s, v in base_settings.items() if s[1] == epochs})]
+        seeds = sorted({r["seed"] for r in m} & {r["seed"] for r in b})
+        if not seeds:
+            continue
+
+        def mean(rows, key):
+            return round(statistics.mean(r[key] or 0 for r in rows if r["seed"] in seeds), 4)
+
+        out.append({"method": m[0]["method"], "epochs": epochs, "lr": m[0]["lr"], "baseline_lr": b[0]["lr"],
+                    "seeds": seeds, "valid_mean": mean(m, "valid_accuracy"),
+                    "baseline_valid_mean": mean(b, "valid_accuracy"), "test_mean": mean(m, "test_accuracy"),
+                    "baseline_test_mean": mean(b, "test_accuracy"), "vs_" + baseline: versus(m, b), "picked": False})
+    if out:
+        max(out, key=lambda c: (len(c["seeds"]), c["valid_mean"] + c["baseline_valid_mean"], -c["epochs"]))[
+            "picked"] = True
+    return out
+
+
 def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str = "standard_ft") -> dict:
     """Tuned and same-settings comparisons per (dataset, n_train), with McNemar vs the baseline."""
     groups: dict[tuple, list[dict]] = {}
@@ -343,6 +370,8 @@ def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str 
                     "vs_" + baseline: versus(srs, base_rows)})
                 if (lr, epochs) == (same_lr, same_epochs):  # the same-settings comparison is one of these
                     entry["same_settings"][method]["vs_" + baseline] = entry["shared_settings"][-1]["vs_" + baseline]
+        entry["equal_budget"] = [c for method, mrs in by_method.items() if method != baseline
+                                 for c in equal_budget(mrs, by_method.get(baseline, []), baseline)]
         for method, info in entry["tuned"].items():
             if method != baseline and (vs := versus(chosen_rows[method], chosen_rows.get(baseline, []))):
                 info["vs_" + baseline] = vs
@@ -513,6 +542,7 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
                              for k, v in t["grid"].items())
             lines.append(f"* {method}: {grid}")
         lines.append("")
+    lines += equal_budget_table(analysis["comparisons"])
     lines += shared_settings_table(analysis["comparisons"])
     option_lines = options_vs_base(rows)
     if option_lines:
@@ -542,6 +572,29 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
 
 def seeds_text(n: int) -> str:
     return f"{n} seed" + ("" if n == 1 else "s")
+
+
+def equal_budget_table(comparisons: list[dict], baseline: str = "standard_ft") -> list[str]:
+    """Each method against the baseline at each epoch budget both ran, lr tuned per method within it."""
+    lines = []
+    for e in comparisons:
+        for c in sorted(e.get("equal_budget", []), key=lambda c: (c["method"], c["epochs"])):
+            lines.append(f"| {e['dataset']} | {size_tag(e['n_train'])}{' *' if e['options'] else ''} | "
+                         f"{c['method']} | {c['epochs']:g}{' (picked)' if c['picked'] else ''} | "
+                         f"{c['baseline_lr']:g} / {c['lr']:g} | {c['seeds']} | "
+                         f"{pct(c['baseline_valid_mean'])} / {pct(c['valid_mean'])} | "
+                         f"{pct(c['baseline_test_mean'])} | {pct(c['test_mean'])} | {delta(c, pooled=False)} | "
+                         f"{bootstrap_text(c['vs_' + baseline].get('bootstrap'))} |")
+    if not lines:
+        return []
+    return ["## Tuned at an equal epoch budget: each method vs standard fine-tuning", "",
+            "At each epoch budget both were run with, each method's lr is picked on its own validation scores "
+            "within that budget. `picked`: the budget chosen jointly on validation (most shared seeds, then the "
+            "best sum of both methods' validation means, then fewer epochs), so both get the same budget, "
+            "unlike the tuned table above, where each method picks its own. Means over the shared seeds.", "",
+            f"| dataset | n_train | method | epochs | lr ({baseline} / method) | seeds | valid ({baseline} / method) "
+            f"| {baseline} test | method test | Δ (McNemar p per seed) | Δ 95% interval, seeds × rows |",
+            "|---|---|---|---|---|---|---|---|---|---|---|", *lines, ""]
 
 
 def shared_settings_table(comparisons: list[dict], baseline: str = "standard_ft") -> list[str]:
@@ -576,21 +629,28 @@ def summary_table(comparisons: list[dict]) -> list[str]:
         return []
     lines = ["## Summary: each dataset's largest training set, every method at its tuned setting", "",
              "| dataset | n_train | " + " | ".join(PAPER_METHODS) + " | dsbs − standard_ft (McNemar p per seed) "
-             "| its 95% interval, seeds × rows | paper T5-base FT / dsbs | PaLM teacher |",
-             "|---|---|" + "---|" * len(PAPER_METHODS) + "---|---|---|---|"]
+             "| its 95% interval, seeds × rows | dsbs − standard_ft at an equal budget picked on validation, "
+             "interval | paper T5-base FT / dsbs | PaLM teacher |",
+             "|---|---|" + "---|" * len(PAPER_METHODS) + "---|---|---|---|---|"]
     for ds, e in sorted(main_entry.items()):
         cells = [f"{mean_sd(t)} ({seeds_text(len(t['seeds']))}; lr {t['lr']:g}, {t['epochs']:g} ep)"
                  if (t := e["tuned"].get(m)) else "–"
                  for m in PAPER_METHODS]
         gap = delta(e["tuned"].get("dsbs"), pooled=False)
+        equal = next((c for c in e.get("equal_budget", []) if c["method"] == "dsbs" and c["picked"]), None)
+        equal_text = (f"{delta(equal, pooled=False)}, {bootstrap_text(equal['vs_standard_ft'].get('bootstrap'))} "
+                      f"({equal['epochs']:g} ep; lr {equal['baseline_lr']:g} / {equal['lr']:g})" if equal else "–")
         paper = f"{PAPER_T5_BASE['standard_ft'][ds]:.2f} / {PAPER_T5_BASE['dsbs'][ds]:.2f}"
         size = size_tag(e["n_train"]) + (" *" if e["options"] else "")
         lines.append(f"| {ds} | {size} | " + " | ".join(cells)
-                     + f" | {gap} | {interval(e['tuned'].get('dsbs'))} | {paper} | {PALM_TEST.get(ds, '–')} |")
+                     + f" | {gap} | {interval(e['tuned'].get('dsbs'))} | {equal_text} | {paper} | "
+                       f"{PALM_TEST.get(ds, '–')} |")
     lines += ["", "`*`: trained with the fast options (" + "; ".join(sorted({" ".join(e["options"]) for e in
               main_entry.values() if e["options"]})) + "), every method alike. Tuned = lr and epochs picked on "
-              "validation per method (shown in each cell); the sections below give the grid, the same-settings "
-              "comparison and the seeds. `–`: not run.", ""]
+              "validation per method (shown in each cell), so two methods may be at different epoch budgets; the "
+              "equal-budget column gives both the same budget, picked jointly on validation, with each method's lr "
+              "tuned within it. The sections below give the grid, the equal-budget and same-settings comparisons "
+              "and the seeds. `–`: not run.", ""]
     return lines
 
 

@@ -48,9 +48,15 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
     if main["tuned"]["standard_ft"]["lr"] == main["tuned"]["dsbs"]["lr"]:
         assert tuned["vs_standard_ft"] == vs
     assert tuned["test_mean"] == main["tuned"]["dsbs"]["test_mean"]
+    # one epoch budget only: the equal-budget comparison is the tuned one
+    (equal,) = [c for c in main["equal_budget"] if c["method"] == "dsbs"]
+    assert equal["picked"] and equal["epochs"] == 1.0 and equal["seeds"] == [0, 1]
+    assert (equal["baseline_lr"], equal["lr"]) == (main["tuned"]["standard_ft"]["lr"], main["tuned"]["dsbs"]["lr"])
+    assert equal["vs_standard_ft"] == vs
     assert set(summary["sweep"]["table"]["dsbs"]) == {8, 16} or set(summary["sweep"]["table"]["dsbs"]) == {"8", "16"}
     md = (tmp_path / "out" / "quality.md").read_text()
     assert "tiny test" in md and "McNemar" in md and "dsbs" in md
+    assert "## Tuned at an equal epoch budget" in md and "| svamp | 16 * | dsbs | 1 (picked) |" in md
     assert "## Every shared setting" in md and "| svamp | 16 * | 0.003, 1 | dsbs | [0, 1] |" in md
     # the headline table: the largest training set (16, not the sweep's 8), with the overrides marked
     summary_section = md.split("## Summary")[1].split("\n## ")[0]
@@ -95,6 +101,36 @@ def test_seed_row_bootstrap_includes_seed_variance(repo):
     # same predictions: no difference, p = 1
     assert q.seed_row_bootstrap([(base, base)])["ci95"] == [0.0, 0.0]
     assert q.seed_row_bootstrap([]) == {}
+
+
+def test_equal_budget_picks_one_budget_for_both_methods_on_validation(repo, tmp_path):
+    """Each method would pick its own budget (standard FT 2 epochs, dsbs 1); the equal-budget comparison gives
+    both the budget with the best joint validation score, tunes each lr within it, and never looks at test."""
+    q = _quality_module(repo)
+    rows = []
+    grid = [("standard_ft", 1e-4, 1.0, 0.40, 0.43), ("standard_ft", 1e-4, 2.0, 0.44, 0.50),
+            ("dsbs", 1e-4, 1.0, 0.41, 0.44), ("dsbs", 3e-4, 2.0, 0.40, 0.49), ("dsbs", 1e-4, 2.0, 0.39, 0.30),
+            ("dsbs", 1e-4, 3.0, 0.90, 0.10)]  # (method, lr, epochs, valid, test) with 2 seeds each
+    for method, lr, epochs, valid, test in grid:
+        for seed in (0, 1):
+            run_dir = tmp_path / f"{method}-{lr:g}-{epochs:g}-{seed}"
+            run_dir.mkdir()
+            right = round(test * 100)
+            run_dir.joinpath("predictions.jsonl").write_text("".join(
+                f'{{"id": {i}, "correct": {str(i < right).lower()}}}\n' for i in range(100)))
+            rows.append({"method": method, "lr": lr, "epochs": epochs, "seed": seed, "valid_accuracy": valid,
+                         "test_accuracy": right / 100, "run_dir": str(run_dir)})
+    base = [r for r in rows if r["method"] == "standard_ft"]
+    mine = [r for r in rows if r["method"] == "dsbs"]
+    assert q.pick_setting(q.by_setting(base)) == (1e-4, 2.0) and q.pick_setting(q.by_setting(mine))[1] == 3.0
+    out = q.equal_budget(mine, base)
+    assert [c["epochs"] for c in out] == [1.0, 2.0]  # 3 epochs: standard FT never ran it
+    one, two = out
+    assert two["picked"] and not one["picked"]  # 0.44 + 0.40 beats 0.40 + 0.41
+    assert two["lr"] == 3e-4 and two["baseline_lr"] == 1e-4  # dsbs's 2-epoch lr picked on validation, not test
+    assert two["test_mean"] == 0.49 and two["baseline_test_mean"] == 0.50
+    assert abs(two["vs_standard_ft"]["diff_mean"] + 0.01) < 1e-9 and one["vs_standard_ft"]["diff_mean"] > 0
+    assert q.equal_budget(mine, []) == []
 
 
 def test_label_scoring_script_scores_the_tuned_runs_and_resumes(repo, data_dir, tmp_path):
