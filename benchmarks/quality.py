@@ -291,6 +291,21 @@ def versus(mine: list[dict], base: list[dict]) -> dict | None:
             "bootstrap": seed_row_bootstrap(pairs)}
 
 
+def seed_mean(rows: list[dict], seeds: list[int], key: str) -> float:
+    """The mean of ``key`` over the rows of the given seeds (a missing validation score counts 0)."""
+    return round(statistics.mean(r[key] or 0 for r in rows if r["seed"] in seeds), 4)
+
+
+def paired(mine: list[dict], base: list[dict], baseline: str = "standard_ft") -> dict | None:
+    """Two settings' rows seed for seed: the shared seeds, each side's test mean over them, and ``versus``;
+    None if they share no seed."""
+    seeds = sorted({r["seed"] for r in mine} & {r["seed"] for r in base})
+    if not seeds:
+        return None
+    return {"seeds": seeds, "baseline_test_mean": seed_mean(base, seeds, "test_accuracy"),
+            "test_mean": seed_mean(mine, seeds, "test_accuracy"), "vs_" + baseline: versus(mine, base)}
+
+
 def equal_budget(mine: list[dict], base: list[dict], baseline: str = "standard_ft") -> list[dict]:
     """One method against the baseline at each epoch budget both ran, each with its lr picked on validation
     within that budget; the budget the comparison reports (``picked``) is chosen jointly, on validation only:
@@ -301,17 +316,10 @@ def equal_budget(mine: list[dict], base: list[dict], baseline: str = "standard_f
     for epochs in sorted({s[1] for s in mine_settings} & {s[1] for s in base_settings}):
         m = mine_settings[pick_setting({s: v for s, v in mine_settings.items() if s[1] == epochs})]
         b = base_settings[pick_setting({s: v for s, v in base_settings.items() if s[1] == epochs})]
-        seeds = sorted({r["seed"] for r in m} & {r["seed"] for r in b})
-        if not seeds:
-            continue
-
-        def mean(rows, key):
-            return round(statistics.mean(r[key] or 0 for r in rows if r["seed"] in seeds), 4)
-
-        out.append({"method": m[0]["method"], "epochs": epochs, "lr": m[0]["lr"], "baseline_lr": b[0]["lr"],
-                    "seeds": seeds, "valid_mean": mean(m, "valid_accuracy"),
-                    "baseline_valid_mean": mean(b, "valid_accuracy"), "test_mean": mean(m, "test_accuracy"),
-                    "baseline_test_mean": mean(b, "test_accuracy"), "vs_" + baseline: versus(m, b), "picked": False})
+        if pair := paired(m, b, baseline):
+            out.append({"method": m[0]["method"], "epochs": epochs, "lr": m[0]["lr"], "baseline_lr": b[0]["lr"],
+                        **pair, "valid_mean": seed_mean(m, pair["seeds"], "valid_accuracy"),
+                        "baseline_valid_mean": seed_mean(b, pair["seeds"], "valid_accuracy"), "picked": False})
     if out:
         max(out, key=lambda c: (len(c["seeds"]), c["valid_mean"] + c["baseline_valid_mean"], -c["epochs"]))[
             "picked"] = True
@@ -358,16 +366,9 @@ def analyse(rows: list[dict], same_lr: float, same_epochs: float, baseline: str 
             if method == baseline:
                 continue
             for (lr, epochs), srs in sorted(by_setting(mrs).items()):
-                base_rows = base_settings.get((lr, epochs), [])
-                seeds = {r["seed"] for r in srs} & {r["seed"] for r in base_rows}
-                if not seeds:
+                if not (pair := paired(srs, base_settings.get((lr, epochs), []), baseline)):
                     continue
-                entry["shared_settings"].append({
-                    "method": method, "lr": lr, "epochs": epochs, "seeds": sorted(seeds),
-                    "baseline_test_mean": round(statistics.mean(r["test_accuracy"] for r in base_rows
-                                                                if r["seed"] in seeds), 4),
-                    "test_mean": round(statistics.mean(r["test_accuracy"] for r in srs if r["seed"] in seeds), 4),
-                    "vs_" + baseline: versus(srs, base_rows)})
+                entry["shared_settings"].append({"method": method, "lr": lr, "epochs": epochs, **pair})
                 if (lr, epochs) == (same_lr, same_epochs):  # the same-settings comparison is one of these
                     entry["same_settings"][method]["vs_" + baseline] = entry["shared_settings"][-1]["vs_" + baseline]
         entry["equal_budget"] = [c for method, mrs in by_method.items() if method != baseline

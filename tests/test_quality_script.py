@@ -104,7 +104,7 @@ def test_seed_row_bootstrap_includes_seed_variance(repo):
 
 
 def test_equal_budget_picks_one_budget_for_both_methods_on_validation(repo, tmp_path):
-    """Each method would pick its own budget (standard FT 2 epochs, dsbs 1); the equal-budget comparison gives
+    """Each method would pick its own budget (standard FT 2 epochs, dsbs 3); the equal-budget comparison gives
     both the budget with the best joint validation score, tunes each lr within it, and never looks at test."""
     q = _quality_module(repo)
     rows = []
