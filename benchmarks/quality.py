@@ -190,18 +190,112 @@ def plan(args) -> list[tuple]:
 
 # ---- analysis --------------------------------------------------------------------------------------
 
+# Per-row test correctness outlives the run directories (a fresh machine has none): each finished run's is kept in
+# results/quality_correct.jsonl, and comparisons computed before that file existed are read from a frozen copy of
+# the last report that had every run's predictions (results/quality_legacy_stats.json).
+CORRECT_FILE = "quality_correct.jsonl"
+LEGACY_FILE = "quality_legacy_stats.json"
+_recorded: dict[str, dict[str, bool]] = {}  # run directory name -> test row id -> correct
+_legacy: dict[tuple, dict] = {}  # versus_key -> a comparison computed from predictions no longer on disk
+_legacy_commit = {"commit": None}
+
+
+def run_name(run_dir: str) -> str:
+    return Path(run_dir).name
+
+
 @functools.lru_cache(maxsize=None)
 def correctness(run_dir: str) -> dict[str, bool]:
-    """Test row id -> whether the run's prediction is right ({} before the run is evaluated). Cached: a run is
-    compared in several tables; callers must not modify the result."""
+    """Test row id -> whether the run's prediction is right, from its predictions.jsonl, else from the committed
+    record ({} if neither exists). Cached: a run is compared in several tables; callers must not modify it."""
     path = Path(run_dir) / "predictions.jsonl"
     if not path.is_file():
-        return {}
+        return _recorded.get(run_name(run_dir), {})
     out = {}
     for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
             out[str(r["id"])] = bool(r["correct"])
+    return out
+
+
+def load_recorded(out_dir: Path) -> None:
+    """Read the committed per-row correctness (``CORRECT_FILE``) and legacy comparisons (``LEGACY_FILE``)."""
+    _recorded.clear()
+    _legacy.clear()
+    correctness.cache_clear()
+    path = out_dir / CORRECT_FILE
+    if path.is_file():
+        id_lists = {}
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if "test_ids" in rec:
+                id_lists[rec["ids"]] = rec["test_ids"]
+            else:
+                _recorded[rec["run"]] = {i: c == "1" for i, c in zip(id_lists[rec["ids"]], rec["correct"],
+                                                                     strict=True)}
+    legacy = out_dir / LEGACY_FILE
+    if legacy.is_file():
+        old = json.loads(legacy.read_text())
+        _legacy_commit["commit"] = old.get("git_commit")
+        _legacy.update(legacy_index(old))
+
+
+def record_correctness(rows: list[dict], out_dir: Path) -> int:
+    """Append to ``CORRECT_FILE`` the per-row correctness of every row whose run directory still has its
+    predictions and which is not recorded yet; the number appended."""
+    path = out_dir / CORRECT_FILE
+    known_ids = set()
+    if path.is_file():
+        known_ids = {json.loads(x)["ids"] for x in path.read_text().splitlines() if '"test_ids"' in x}
+    lines = []
+    for r in rows:
+        name = run_name(r["run_dir"])
+        if name in _recorded or not (Path(r["run_dir"]) / "predictions.jsonl").is_file():
+            continue
+        correct = correctness(r["run_dir"])
+        ids = list(correct)
+        digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
+        if digest not in known_ids:
+            lines.append(json.dumps({"ids": digest, "test_ids": ids}))
+            known_ids.add(digest)
+        lines.append(json.dumps({"run": name, "ids": digest, "correct": "".join("01"[c] for c in correct.values())}))
+        _recorded[name] = correct
+    if lines:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+    return sum('"run"' in x for x in lines)
+
+
+def versus_key(dataset, n_train, extra, method, lr, epochs, base_method, base_lr, base_epochs, seeds) -> tuple:
+    return (dataset, n_train, tuple(extra), method, float(lr), float(epochs), base_method, float(base_lr),
+            float(base_epochs), tuple(seeds))
+
+
+def legacy_index(summary: dict, baseline: str = "standard_ft") -> dict[tuple, dict]:
+    """Every comparison of an earlier ``quality.json`` (tuned, shared-settings, equal-budget and fast-option
+    tables), keyed by what it compared, so a rebuild without those runs' predictions reuses its statistics."""
+    out = {}
+    for e in summary.get("comparisons", []):
+        head = (e["dataset"], e["n_train"], e["options"])
+        tuned = e["tuned"]
+        for method, t in tuned.items():
+            if "vs_" + baseline in t and baseline in tuned:
+                b = tuned[baseline]
+                seeds = sorted(set(t["seeds"]) & set(b["seeds"]))
+                out[versus_key(*head, method, t["lr"], t["epochs"], baseline, b["lr"], b["epochs"], seeds)] = \
+                    t["vs_" + baseline]
+        for c in e.get("shared_settings", []):
+            out[versus_key(*head, c["method"], c["lr"], c["epochs"], baseline, c["lr"], c["epochs"], c["seeds"])] \
+                = c["vs_" + baseline]
+        for c in e.get("equal_budget", []):
+            out[versus_key(*head, c["method"], c["lr"], c["epochs"], baseline, c["baseline_lr"], c["epochs"],
+                           c["seeds"])] = c["vs_" + baseline]
+    for c in summary.get("fast_options", []):
+        out[versus_key(c["dataset"], c["n_train"], c["options"], c["method"], c["lr"], c["epochs"], c["base"],
+                       c["lr"], c["epochs"], c["seeds"])] = c["vs_" + c["base"]]
     return out
 
 
@@ -277,18 +371,26 @@ def pick_setting(settings: dict[tuple[float, float], list[dict]]) -> tuple[float
 
 def versus(mine: list[dict], base: list[dict]) -> dict | None:
     """One method's rows against the baseline's at the same setting, paired by seed: mean difference,
-    per-seed and pooled McNemar, and the seed x row bootstrap; None if they share no seed."""
+    per-seed and pooled McNemar, and the seed x row bootstrap; None if they share no seed. Without every paired
+    run's per-row predictions the tests come from the legacy report if it compared the same runs, else they
+    are left empty (``per_seed`` {}, ``pooled`` and ``bootstrap`` None) and only the mean difference is given."""
     base_by_seed = {r["seed"]: r for r in base}
     mine_by_seed = {r["seed"]: r for r in mine}
     seeds = sorted(set(base_by_seed) & set(mine_by_seed))
     if not seeds:
         return None
+    diff = round(statistics.mean(mine_by_seed[s]["test_accuracy"] - base_by_seed[s]["test_accuracy"]
+                                 for s in seeds), 4)
     pairs = [(correctness(mine_by_seed[s]["run_dir"]), correctness(base_by_seed[s]["run_dir"])) for s in seeds]
-    return {"diff_mean": round(statistics.mean(mine_by_seed[s]["test_accuracy"] - base_by_seed[s]["test_accuracy"]
-                                               for s in seeds), 4),
-            "per_seed": {str(s): mcnemar(*p) for s, p in zip(seeds, pairs)},
-            "pooled": pooled_mcnemar(pairs),
-            "bootstrap": seed_row_bootstrap(pairs)}
+    if all(a and b for a, b in pairs):
+        return {"diff_mean": diff, "per_seed": {str(s): mcnemar(*p) for s, p in zip(seeds, pairs)},
+                "pooled": pooled_mcnemar(pairs), "bootstrap": seed_row_bootstrap(pairs)}
+    m, b = mine[0], base[0]
+    old = _legacy.get(versus_key(m["dataset"], m["n_train"], extra_of(m), m["method"], m["lr"], m["epochs"],
+                                 b["method"], b["lr"], b["epochs"], seeds))
+    if old is not None and abs(old["diff_mean"] - diff) < 1e-4:
+        return {**old, "from_report": _legacy_commit["commit"]}
+    return {"diff_mean": diff, "per_seed": {}, "pooled": None, "bootstrap": None, "predictions_missing": True}
 
 
 def seed_mean(rows: list[dict], seeds: list[int], key: str) -> float:
@@ -435,9 +537,9 @@ def plot_sweep(sweep: dict, dataset: str, path: Path) -> bool:
     return True
 
 
-def options_vs_base(rows: list[dict], base: str = "dsbs") -> list[str]:
-    """Table rows: each fast-option method (METHOD_OPTIONS) against ``base`` on the same dataset, size, seeds,
-    lr and epochs, with McNemar on the same test rows."""
+def options_vs_base(rows: list[dict], base: str = "dsbs") -> list[dict]:
+    """Each fast-option method (METHOD_OPTIONS) against ``base`` on the same dataset, size, seeds, lr and
+    epochs: the test means, ``versus`` (McNemar on the same test rows) and the training seconds per run."""
     index = {(r["dataset"], r["n_train"], r["method"], r["lr"], r["epochs"], extra_of(r), r["seed"]): r
              for r in rows}
     out = []
@@ -449,13 +551,27 @@ def options_vs_base(rows: list[dict], base: str = "dsbs") -> list[str]:
             continue
         mine = [index[(ds, n, method, lr, ep, extra, s)] for s in seeds]
         theirs = [index[(ds, n, base, lr, ep, extra, s)] for s in seeds]
-        pairs = [(correctness(a["run_dir"]), correctness(b["run_dir"])) for a, b in zip(mine, theirs)]
-        per = ", ".join(f"{mcnemar(*p)['p_value']:.3g}" for p in pairs)
-        a, b = (statistics.mean(x["test_accuracy"] for x in v) for v in (theirs, mine))
-        secs = [statistics.mean(x.get("train_seconds") or 0 for x in v) for v in (theirs, mine)]
-        out.append(f"| {ds} | {size_tag(n)} | {method} | {lr:g}, {ep:g} | {seeds} | {pct(a)} | {pct(b)} | "
-                   f"{100 * (b - a):+.1f} | {per}; {pooled_mcnemar(pairs)['p_value']:.3g} | "
-                   f"{secs[0]:.0f} → {secs[1]:.0f} |")
+        out.append({"dataset": ds, "n_train": n, "options": list(extra), "method": method, "base": base, "lr": lr,
+                    "epochs": ep, "seeds": seeds,
+                    "base_test_mean": round(statistics.mean(x["test_accuracy"] for x in theirs), 4),
+                    "test_mean": round(statistics.mean(x["test_accuracy"] for x in mine), 4),
+                    "base_train_seconds": statistics.mean(x.get("train_seconds") or 0 for x in theirs),
+                    "train_seconds": statistics.mean(x.get("train_seconds") or 0 for x in mine),
+                    "vs_" + base: versus(mine, theirs)})
+    return out
+
+
+def options_table(comparisons: list[dict]) -> list[str]:
+    """Markdown rows of ``options_vs_base``."""
+    out = []
+    for c in comparisons:
+        v = c["vs_" + c["base"]]
+        tests = (", ".join(f"{x['p_value']:.3g}" for x in v["per_seed"].values()) + f"; {v['pooled']['p_value']:.3g}"
+                 if v["per_seed"] else NO_TEST)
+        out.append(f"| {c['dataset']} | {size_tag(c['n_train'])} | {c['method']} | {c['lr']:g}, {c['epochs']:g} | "
+                   f"{c['seeds']} | {pct(c['base_test_mean'])} | {pct(c['test_mean'])} | "
+                   f"{100 * (c['test_mean'] - c['base_test_mean']):+.1f} | {tests} | "
+                   f"{c['base_train_seconds']:.0f} → {c['train_seconds']:.0f} |")
     return out
 
 
@@ -468,11 +584,16 @@ def mean_sd(t: dict) -> str:
     return f"{pct(t['test_mean'])} ± {100 * t['test_sd']:.1f}"
 
 
+NO_TEST = "p –: predictions not kept"
+
+
 def delta(info: dict | None, pooled: bool = True) -> str:
     """A cell's difference from standard fine-tuning with its per-seed (and pooled) McNemar p; – if none."""
     v = (info or {}).get("vs_standard_ft")
     if not v:
         return "–"
+    if not v["per_seed"]:
+        return f"{100 * v['diff_mean']:+.1f} ({NO_TEST})"
     ps = ", ".join(f"{x['p_value']:.3g}" for x in v["per_seed"].values())
     return f"{100 * v['diff_mean']:+.1f} (p {ps}" + (f"; pooled {v['pooled']['p_value']:.3g})" if pooled else ")")
 
@@ -492,7 +613,9 @@ def bootstrap_text(b: dict | None) -> str:
 
 
 def write_report(rows: list[dict], args, out_dir: Path) -> dict:
+    record_correctness(rows, out_dir)
     analysis = analyse(rows, args.same_lr, args.same_epochs)
+    fast_options = options_vs_base(rows)
     sweep, sweep_options = sweep_table(rows, args.sweep_dataset, args.sweep_sizes)
     plotted = plot_sweep(sweep, args.sweep_dataset, out_dir / "quality_sweep.png")
     summary = {"benchmark": "quality", "git_commit": git_commit(), "student": args.student,
@@ -504,7 +627,7 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
                "rows": rows, **analysis, "sweep": {"dataset": args.sweep_dataset, "table": sweep,
                                                    "options": sweep_options,
                                                    "plot": "quality_sweep.png" if plotted else None},
-               "paper_t5_base": PAPER_T5_BASE, "palm_teacher_test": PALM_TEST}
+               "fast_options": fast_options, "paper_t5_base": PAPER_T5_BASE, "palm_teacher_test": PALM_TEST}
     (out_dir / "quality.json").write_text(json.dumps(summary, indent=1))
     lines = ["# Quality: distilling step-by-step with a SmolLM2-135M student", ""]
     if args.scope:
@@ -515,7 +638,7 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
               "(per seed; `pooled` stacks the seeds). Δ 95% interval: a paired bootstrap that resamples the "
               "seeds and the test rows together (10,000 resamples), so it includes training-seed variance, "
               "which the McNemar tests do not; its p is twice the share of resamples across zero. "
-              "With 2 seeds it is coarse; trust a gap only where the interval excludes 0.", ""]
+              "With 2 seeds it is coarse; trust a gap only where the interval excludes 0." + legacy_note(), ""]
     lines += summary_table(analysis["comparisons"])
     for entry in analysis["comparisons"]:
         ds, n = entry["dataset"], entry["n_train"]
@@ -545,7 +668,7 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
         lines.append("")
     lines += equal_budget_table(analysis["comparisons"])
     lines += shared_settings_table(analysis["comparisons"])
-    option_lines = options_vs_base(rows)
+    option_lines = options_table(fast_options)
     if option_lines:
         lines += ["## Fast training options vs dsbs (same rows, seeds and settings)", "",
                   "| dataset | n_train | option | lr, epochs | seeds | dsbs test | option test | Δ | McNemar p "
@@ -569,6 +692,16 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
         lines += ["## Notes", "", Path(args.notes).read_text().strip(), ""]
     (out_dir / "quality.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def legacy_note() -> str:
+    """The report's sentence on where its tests come from when runs' predictions are gone."""
+    if not _legacy:
+        return ""
+    return (f" Per-row test results are kept in `{CORRECT_FILE}` for runs finished since it exists; the tests of "
+            f"comparisons between earlier runs are those of the report built at commit {_legacy_commit['commit']} "
+            f"(`{LEGACY_FILE}`), when their predictions were still on disk, used only where the same runs are "
+            f"compared. `{NO_TEST}`: neither is available.")
 
 
 def seeds_text(n: int) -> str:
@@ -684,10 +817,13 @@ def main(argv=None) -> None:
     ap.add_argument("--runs-dir", default=str(REPO / "runs" / "quality"))
     ap.add_argument("--out-dir", default=str(RESULTS))
     ap.add_argument("--scope", default=None, help="a sentence saying which subset the results cover")
+    ap.add_argument("--scope-file", default=None, help="read --scope from this file")
     ap.add_argument("--notes", default=None, help="a markdown file appended to quality.md")
     ap.add_argument("--report", action="store_true", help="only rebuild the report from finished rows")
     ap.add_argument("--dry-run", action="store_true", help="print the cells to run and exit")
     args = ap.parse_args(argv)
+    if args.scope_file:
+        args.scope = Path(args.scope_file).read_text().strip()
     if args.all:
         args.datasets, args.methods, args.sweep = list(DATASETS), list(PAPER_METHODS), True
         args.seeds = sorted(set(args.seeds) | {0, 1, 2})
@@ -696,6 +832,7 @@ def main(argv=None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "quality.jsonl"
     rows = load_rows(log)
+    load_recorded(out_dir)
     finished = {key_of(r) for r in rows}
     if not args.report:
         cells = plan(args)

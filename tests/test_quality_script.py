@@ -73,6 +73,40 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
     assert "12 to run" in other.stdout
     run_dirs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert len(run_dirs) == 12 and all("-o" in d for d in run_dirs)  # the test's own --set overrides are tagged
+    # the per-row results are committed beside the rows, so a machine without the run directories rebuilds
+    # the same tests
+    recorded = [json.loads(x) for x in (tmp_path / "out" / "quality_correct.jsonl").read_text().splitlines()]
+    assert sorted(r["run"] for r in recorded if "run" in r) == run_dirs
+    assert all(len(r["correct"]) == 8 for r in recorded if "run" in r)
+    (tmp_path / "runs").rename(tmp_path / "runs_gone")
+    assert _run(repo, tmp_path, "--report").returncode == 0
+    assert json.loads((tmp_path / "out" / "quality.json").read_text())["comparisons"] == comp
+    # without those either, the tests of a frozen earlier report are reused where it compared the same runs
+    (tmp_path / "out" / "quality_correct.jsonl").unlink()
+    (tmp_path / "out" / "quality_legacy_stats.json").write_text(json.dumps({"git_commit": "abc1234",
+                                                                            "comparisons": comp}))
+    assert _run(repo, tmp_path, "--report").returncode == 0
+    legacy = json.loads((tmp_path / "out" / "quality.json").read_text())["comparisons"]
+    vs_legacy = next(c for c in legacy if c["n_train"] == 16)["tuned"]["dsbs"]["vs_standard_ft"]
+    assert vs_legacy == {**vs, "from_report": "abc1234"}
+    assert _strip(legacy, "from_report") == comp
+    assert "commit abc1234" in (tmp_path / "out" / "quality.md").read_text()
+    # and with nothing to test on, only the mean difference is reported, never a made-up p of 1
+    (tmp_path / "out" / "quality_legacy_stats.json").unlink()
+    assert _run(repo, tmp_path, "--report").returncode == 0
+    bare = next(c for c in json.loads((tmp_path / "out" / "quality.json").read_text())["comparisons"]
+                if c["n_train"] == 16)["tuned"]["dsbs"]["vs_standard_ft"]
+    assert bare["per_seed"] == {} and bare["bootstrap"] is None and bare["diff_mean"] == vs["diff_mean"]
+    assert "p –: predictions not kept" in (tmp_path / "out" / "quality.md").read_text()
+
+
+def _strip(obj, key):
+    """``obj`` without ``key`` in any of its dicts."""
+    if isinstance(obj, dict):
+        return {k: _strip(v, key) for k, v in obj.items() if k != key}
+    if isinstance(obj, list):
+        return [_strip(v, key) for v in obj]
+    return obj
 
 
 def _quality_module(repo):
