@@ -12,12 +12,16 @@ compared with the run's generated answers (``predictions.jsonl``) on the same ro
 an exact McNemar test, and whether the gap between methods survives (a seed x row bootstrap, as in quality.py).
 
 Scoring is stored in each run directory beside the generated results (metrics.json key ``test:score``,
-``test_score_predictions.jsonl``), so a rerun skips runs already scored.
+``test_score_predictions.jsonl``), so a rerun skips runs already scored. Run directories do not outlive the
+machine that trained them, so each result, with its per-row correctness, is also kept in label_scoring.json: a
+chosen run whose directory is gone is read back from there, and one that is neither on disk nor in that file is
+left out of the report (and named).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -83,9 +87,45 @@ def score_run(row: dict, metrics: dict, batch_size: int | None) -> dict:
     }
 
 
-def summarise(results: list[dict], baseline: str = "standard_ft") -> list[dict]:
+def pack_correct(correct: dict[str, dict[str, bool]]) -> tuple[dict, str]:
+    """Per-row correctness of both modes as bit strings over the sorted test ids, and the ids' digest (the key of
+    the id list in label_scoring.json's ``test_ids``)."""
+    ids = sorted(correct["score"])
+    if sorted(correct["generate"]) != ids:
+        raise ValueError("scored and generated predictions cover different test rows")
+    digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
+    return {"ids": digest, **{m: "".join("01"[correct[m][i]] for i in ids) for m in ("score", "generate")}}, digest
+
+
+def load_previous(path: Path) -> tuple[dict[str, dict], list[dict]]:
+    """Run directory name -> an earlier result of label_scoring.json (with its per-row correctness as
+    ``_correct`` where the file kept it), so results survive their run directories; and the file's summary."""
+    if not path.is_file():
+        return {}, []
+    old = json.loads(path.read_text())
+    out = {}
+    for row in old.get("runs", []):
+        row = dict(row)
+        packed = row.pop("correct", None)
+        if packed and packed["ids"] in old.get("test_ids", {}):
+            ids = old["test_ids"][packed["ids"]]
+            row["_correct"] = {m: {i: b == "1" for i, b in zip(ids, packed[m], strict=True)}
+                               for m in ("score", "generate")}
+        out[Path(row["run_dir"]).name] = row
+    return out, old.get("summary", [])
+
+
+def summarise(results: list[dict], baseline: str = "standard_ft", previous: list[dict] | None = None) -> list[dict]:
     """Per (dataset, options, method): means over seeds; and each method's gap to the baseline under both
-    ways of picking the label, with the seed x row bootstrap interval."""
+    ways of picking the label, with the seed x row bootstrap interval. A gap that cannot be recomputed (results
+    kept without their per-row correctness) is taken from ``previous`` (an earlier summary) where that one
+    compared the same runs: same seeds, lr and epochs on both sides."""
+    earlier = {(e["dataset"], tuple(e["options"]), m): info
+               for e in previous or [] for m, info in e["methods"].items()}
+
+    def same_runs(a, b):
+        return a is not None and all(a.get(k) == b.get(k) for k in ("seeds", "lr", "epochs"))
+
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in results:
         groups.setdefault((r["dataset"], tuple(r["options"])), {}).setdefault(r["method"], []).append(r)
@@ -94,15 +134,21 @@ def summarise(results: list[dict], baseline: str = "standard_ft") -> list[dict]:
         entry = {"dataset": dataset, "options": list(options), "methods": {}}
         base = {r["seed"]: r for r in by_method.get(baseline, [])}
         for method, rs in sorted(by_method.items(), key=lambda kv: METHODS.index(kv[0])):
+            mine = {r["seed"]: r for r in rs}
             info = {"seeds": [r["seed"] for r in rs], "lr": rs[0]["lr"], "epochs": rs[0]["epochs"]}
             for mode in ("generate", "score"):
                 info[mode] = round(statistics.mean(r[mode]["accuracy"] for r in rs), 4)
                 info[mode + "_parse_failures"] = [r[mode]["parse_failures"] for r in rs]
             info["score_vs_generate_p"] = [r["score_vs_generate"]["p_value"] for r in rs]
             info["same_label"] = [r["same_label"] / r["n_test"] for r in rs]
-            seeds = sorted(set(base) & {r["seed"] for r in rs})
-            if method != baseline and seeds:
-                mine = {r["seed"]: r for r in rs}
+            common = sorted(set(base) & set(mine)) if method != baseline else []
+            # results kept from before per-row correctness was stored cannot be paired again
+            seeds = [s for s in common if base[s].get("_correct") and mine[s].get("_correct")]
+            old, old_base = earlier.get((dataset, options, method)), earlier.get((dataset, options, baseline))
+            if common and seeds != common and same_runs(old, info) and baseline in entry["methods"] \
+                    and same_runs(old_base, entry["methods"][baseline]):
+                info.update({k: v for k, v in old.items() if k.startswith(f"vs_{baseline}_")})
+            elif seeds:  # the seeds that can be paired (the interval says how many)
                 for mode in ("score", "generate"):
                     pairs = [(mine[s]["_correct"][mode], base[s]["_correct"][mode]) for s in seeds]
                     info[f"vs_{baseline}_{mode}"] = seed_row_bootstrap(pairs)
@@ -111,10 +157,17 @@ def summarise(results: list[dict], baseline: str = "standard_ft") -> list[dict]:
     return out
 
 
-def write_report(results: list[dict], summary: list[dict], out_dir: Path) -> None:
-    rows = [{k: v for k, v in r.items() if k != "_correct"} for r in results]
+def write_report(results: list[dict], summary: list[dict], out_dir: Path, missing: list[str] = ()) -> None:
+    rows, test_ids = [], {}
+    for r in results:
+        row = {k: v for k, v in r.items() if k != "_correct"}
+        if r.get("_correct"):
+            row["correct"], digest = pack_correct(r["_correct"])
+            test_ids[digest] = sorted(r["_correct"]["score"])
+        rows.append(row)
     (out_dir / "label_scoring.json").write_text(json.dumps(
-        {"git_commit": git_commit(), "runs": rows, "summary": summary}, indent=1))
+        {"git_commit": git_commit(), "runs": rows, "summary": summary, "test_ids": test_ids,
+         "left_out": list(missing)}, indent=1))
 
     def gap(b):
         return f"{100 * b['diff']:+.1f} {bootstrap_text(b)}" if b else "–"
@@ -143,6 +196,11 @@ def write_report(results: list[dict], summary: list[dict], out_dir: Path) -> Non
     options = sorted({" ".join(e["options"]) for e in summary if e["options"]})
     if options:
         lines += ["", "`*`: students trained with " + "; ".join(f"`{o}`" for o in options) + "."]
+    lines += ["", "`–` in a Δ column: the baseline itself, or a pair of runs whose per-row results were not both kept "
+              "(runs scored before label_scoring.json stored them, whose directories are gone)."]
+    if missing:
+        lines += ["", "Not in this table (tuned runs whose directories were gone before they were scored): "
+                  + ", ".join(f"`{m}`" for m in missing) + "."]
     lines += ["", "Command: `python benchmarks/label_scoring.py` (resumable; `--report` rebuilds this file). Speed "
               "is not compared here (other jobs may share the CPU; each run's examples/s and load average are in "
               "label_scoring.json); see `throughput.json`, section `prediction`, for it."]
@@ -170,9 +228,21 @@ def main(argv=None) -> None:
                        args.train_size)
     if not runs:
         sys.exit(f"no finished quality runs match (read {args.quality})")
-    results = []
+    out_dir = Path(args.out_dir)
+    previous, previous_summary = load_previous(out_dir / "label_scoring.json")
+    results, missing = [], []
     for i, row in enumerate(runs, 1):
-        metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        name = Path(row["run_dir"]).name
+        metrics_path = Path(row["run_dir"]) / "metrics.json"
+        if not metrics_path.is_file():
+            if name in previous:
+                print(f"[{i}/{len(runs)}] {name} (run directory gone: kept from label_scoring.json)", flush=True)
+                results.append(previous[name])
+            else:
+                print(f"[{i}/{len(runs)}] {name}: run directory gone and never scored, left out", flush=True)
+                missing.append(name)
+            continue
+        metrics = json.loads(metrics_path.read_text())
         scored = "test:score" in metrics
         if args.report and not scored:
             continue
@@ -183,10 +253,10 @@ def main(argv=None) -> None:
         results.append(r)
     if not results:
         sys.exit("no run has been scored yet: run without --report")
-    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_report(results, summarise(results), out_dir)
-    print(f"wrote {out_dir / 'label_scoring.md'}")
+    write_report(results, summarise(results, previous=previous_summary), out_dir, missing)
+    print(f"wrote {out_dir / 'label_scoring.md'}"
+          + (f"; {len(missing)} tuned run(s) left out, neither on disk nor scored before" if missing else ""))
 
 
 if __name__ == "__main__":

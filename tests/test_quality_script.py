@@ -1,6 +1,7 @@
 """benchmarks/quality.py on the tiny random student: runs, resumes (skips finished rows), writes the report."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -202,3 +203,16 @@ def test_label_scoring_script_scores_the_tuned_runs_and_resumes(repo, data_dir, 
     assert again.returncode == 0 and again.stdout.count("(scored before)") == 4, again.stderr[-2000:]
     assert [p.stat().st_mtime_ns for p in scored] == stamps
     assert json.loads((tmp_path / "out" / "label_scoring.json").read_text())["summary"] == result["summary"]
+    # run directories do not outlive their machine: a scored run whose directory is gone is read back from
+    # label_scoring.json, with the per-row results its comparison needs
+    shutil.rmtree(next((tmp_path / "runs").glob("cqa-dsbs-n16-s1-*")))
+    gone = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
+    assert gone.returncode == 0 and gone.stdout.count("kept from label_scoring.json") == 1, gone.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "label_scoring.json").read_text())["summary"] == result["summary"]
+    # a tuned run neither on disk nor scored before is left out and named, not a crash
+    (tmp_path / "out" / "label_scoring.json").unlink()
+    fresh = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
+    assert fresh.returncode == 0 and "never scored, left out" in fresh.stdout, fresh.stderr[-2000:]
+    report = (tmp_path / "out" / "label_scoring.md").read_text()
+    assert "| cqa * | dsbs | 1 |" in report and "Not in this table" in report and "cqa-dsbs-n16-s1-" in report
+    assert len(json.loads((tmp_path / "out" / "label_scoring.json").read_text())["left_out"]) == 1
