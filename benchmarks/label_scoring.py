@@ -21,7 +21,6 @@ left out of the report (and named).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import (DATASETS, PAPER_METHODS, RESULTS, bootstrap_text, by_setting,  # noqa: E402
-                     extra_of, git_commit, load_rows, mcnemar, pct, pick_setting, seed_row_bootstrap)
+                     extra_of, git_commit, ids_digest, load_rows, mcnemar, pct, pick_setting, seed_row_bootstrap)
 
 SCORABLE = ["cqa", "esnli", "anli1"]  # svamp answers are equations: nothing to score
 METHODS = [m for m in PAPER_METHODS if m != "single_task"]  # single-task writes its rationale before the label
@@ -87,14 +86,14 @@ def score_run(row: dict, metrics: dict, batch_size: int | None) -> dict:
     }
 
 
-def pack_correct(correct: dict[str, dict[str, bool]]) -> tuple[dict, str]:
-    """Per-row correctness of both modes as bit strings over the sorted test ids, and the ids' digest (the key of
-    the id list in label_scoring.json's ``test_ids``)."""
+def pack_correct(correct: dict[str, dict[str, bool]]) -> tuple[dict, list[str]]:
+    """Per-row correctness of both modes as bit strings over the sorted test ids, keyed by the ids' digest (the
+    key of the id list in label_scoring.json's ``test_ids``); and those ids."""
     ids = sorted(correct["score"])
     if sorted(correct["generate"]) != ids:
         raise ValueError("scored and generated predictions cover different test rows")
-    digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
-    return {"ids": digest, **{m: "".join("01"[correct[m][i]] for i in ids) for m in ("score", "generate")}}, digest
+    bits = {m: "".join("01"[correct[m][i]] for i in ids) for m in ("score", "generate")}
+    return {"ids": ids_digest(ids), **bits}, ids
 
 
 def load_previous(path: Path) -> tuple[dict[str, dict], list[dict]]:
@@ -162,8 +161,8 @@ def write_report(results: list[dict], summary: list[dict], out_dir: Path, missin
     for r in results:
         row = {k: v for k, v in r.items() if k != "_correct"}
         if r.get("_correct"):
-            row["correct"], digest = pack_correct(r["_correct"])
-            test_ids[digest] = sorted(r["_correct"]["score"])
+            row["correct"], ids = pack_correct(r["_correct"])
+            test_ids[row["correct"]["ids"]] = ids
         rows.append(row)
     (out_dir / "label_scoring.json").write_text(json.dumps(
         {"git_commit": git_commit(), "runs": rows, "summary": summary, "test_ids": test_ids,
@@ -196,8 +195,8 @@ def write_report(results: list[dict], summary: list[dict], out_dir: Path, missin
     options = sorted({" ".join(e["options"]) for e in summary if e["options"]})
     if options:
         lines += ["", "`*`: students trained with " + "; ".join(f"`{o}`" for o in options) + "."]
-    lines += ["", "`–` in a Δ column: the baseline itself, or a pair of runs whose per-row results were not both kept "
-              "(runs scored before label_scoring.json stored them, whose directories are gone)."]
+    lines += ["", "`–` in a Δ column: the baseline itself, or a pair of runs whose per-row results were not both "
+              "kept (runs scored before label_scoring.json stored them, whose directories are gone)."]
     if missing:
         lines += ["", "Not in this table (tuned runs whose directories were gone before they were scored): "
                   + ", ".join(f"`{m}`" for m in missing) + "."]
@@ -232,8 +231,8 @@ def main(argv=None) -> None:
     previous, previous_summary = load_previous(out_dir / "label_scoring.json")
     results, missing = [], []
     for i, row in enumerate(runs, 1):
-        name = Path(row["run_dir"]).name
-        metrics_path = Path(row["run_dir"]) / "metrics.json"
+        run_dir = Path(row["run_dir"])
+        name, metrics_path = run_dir.name, run_dir / "metrics.json"
         if not metrics_path.is_file():
             if name in previous:
                 print(f"[{i}/{len(runs)}] {name} (run directory gone: kept from label_scoring.json)", flush=True)
@@ -246,7 +245,7 @@ def main(argv=None) -> None:
         scored = "test:score" in metrics
         if args.report and not scored:
             continue
-        print(f"[{i}/{len(runs)}] {Path(row['run_dir']).name}" + (" (scored before)" if scored else ""), flush=True)
+        print(f"[{i}/{len(runs)}] {name}" + (" (scored before)" if scored else ""), flush=True)
         r = score_run(row, metrics, args.batch_size)
         print(f"  generate {pct(r['generate']['accuracy'])} ({r['generate']['parse_failures']} unparsed), "
               f"score {pct(r['score']['accuracy'])}, McNemar p {r['score_vs_generate']['p_value']}", flush=True)

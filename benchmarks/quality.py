@@ -204,6 +204,11 @@ def run_name(run_dir: str) -> str:
     return Path(run_dir).name
 
 
+def ids_digest(ids: list[str]) -> str:
+    """The short key under which a list of test row ids is stored once, for the bit strings that refer to it."""
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
+
+
 @functools.lru_cache(maxsize=None)
 def correctness(run_dir: str) -> dict[str, bool]:
     """Test row id -> whether the run's prediction is right, from its predictions.jsonl, else from the committed
@@ -257,7 +262,7 @@ def record_correctness(rows: list[dict], out_dir: Path) -> int:
             continue
         correct = correctness(r["run_dir"])
         ids = list(correct)
-        digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
+        digest = ids_digest(ids)
         if digest not in known_ids:
             lines.append(json.dumps({"ids": digest, "test_ids": ids}))
             known_ids.add(digest)
