@@ -16,7 +16,10 @@ Protocol, per dataset and training-set size:
   * a data-size sweep (standard fine-tuning vs dsbs) at the tuned learning rate (Figure 4 of the paper).
 
 Finished rows are appended to results/quality.jsonl, keyed by (dataset, method, labels, n_train, seed, lr,
-epochs); a rerun skips them, resumes an interrupted run from its checkpoint, and rebuilds the report.
+epochs); a rerun skips them, resumes an interrupted run from its checkpoint, and rebuilds the report. A finished
+row whose per-row test results were lost (no predictions.jsonl on disk, none in results/quality_correct.jsonl)
+has no McNemar test against anything run later; ``--restore`` retrains such rows of the plan and replaces them,
+keeping the replaced accuracies under ``replaced``.
 """
 
 from __future__ import annotations
@@ -186,6 +189,46 @@ def plan(args) -> list[tuple]:
             seen.add(c)
             out.append(c)
     return out
+
+
+def cell_key(cell: tuple, options) -> tuple:
+    """The ``key_of`` a cell's row will have when run with these ``--set`` options."""
+    dataset, method, n_train, seed, lr, epochs = cell
+    return (dataset, method, METHODS[method][1], n_train, seed, float(lr), float(epochs),
+            extra_of({"method": method, "options": options}))
+
+
+def restore(cells: list[tuple], rows: list[dict], args, log: Path, out_dir: Path) -> int:
+    """Retrain the finished cells among ``cells`` whose per-row test results are lost, replacing each row in
+    place (``log`` is rewritten atomically after each run) and keeping the old row's results under
+    ``replaced``; a retrained run does not reproduce its old accuracy bit for bit on another CPU, so every
+    comparison that uses it changes with it. The number of rows replaced."""
+    index = {key_of(r): i for i, r in enumerate(rows)}
+    lost = [c for c in cells if (i := index.get(cell_key(c, args.set))) is not None
+            and not correctness(rows[i]["run_dir"])]
+    print(f"{len(lost)} finished cells have lost their per-row test results"
+          + ("" if args.dry_run else "; retraining them"), flush=True)
+    if args.dry_run:
+        for c in lost:
+            print("  ", c)
+        return 0
+    for n, cell in enumerate(lost, 1):
+        i = index[cell_key(cell, args.set)]
+        old = rows[i]
+        print(f"[restore {n}/{len(lost)}] {' '.join(map(str, cell))} (was test {old['test_accuracy']:.3f})",
+              flush=True)
+        row = run_one(*cell, args)
+        row["replaced"] = {k: old.get(k) for k in ("test_accuracy", "valid_accuracy", "steps", "best_step",
+                                                   "wall_s", "train_seconds", "git_commit", "run_dir")}
+        rows[i] = row
+        tmp = log.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        tmp.replace(log)
+        correctness.cache_clear()
+        print(f"   test {row['test_accuracy']:.3f} (was {old['test_accuracy']:.3f}) valid {row['valid_accuracy']} "
+              f"(was {old['valid_accuracy']})", flush=True)
+        write_report(rows, args, out_dir)
+    return len(lost)
 
 
 # ---- analysis --------------------------------------------------------------------------------------
@@ -637,7 +680,10 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
     lines = ["# Quality: distilling step-by-step with a SmolLM2-135M student", ""]
     if args.scope:
         lines += [f"**Scope of these results: {args.scope}**", ""]
-    lines += [f"Rows finished: {len(rows)}. Student: `{args.student}`. Teacher: the released PaLM-540B rationales. "
+    restored = sum("replaced" in r for r in rows)
+    lines += [f"Rows finished: {len(rows)}" + (f" ({restored} of them retrained with `--restore` because their per-row "
+              "test results were lost; the accuracies they replaced are kept in quality.jsonl under `replaced`)"
+              if restored else "") + f". Student: `{args.student}`. Teacher: the released PaLM-540B rationales. "
               "Accuracy in %, mean ± sample standard deviation over seeds (± 0.0 = one seed). "
               "McNemar p: exact two-sided test on the same test rows vs standard fine-tuning "
               "(per seed; `pooled` stacks the seeds). Δ 95% interval: a paired bootstrap that resamples the "
@@ -826,6 +872,9 @@ def main(argv=None) -> None:
     ap.add_argument("--notes", default=None, help="a markdown file appended to quality.md")
     ap.add_argument("--report", action="store_true", help="only rebuild the report from finished rows")
     ap.add_argument("--dry-run", action="store_true", help="print the cells to run and exit")
+    ap.add_argument("--restore", action="store_true", help="retrain the finished cells of this plan whose per-row "
+                    "test results were lost, so their McNemar tests can be computed again; each replaces its row "
+                    "(the old accuracies are kept under 'replaced'); cells not yet run are left alone")
     args = ap.parse_args(argv)
     if args.scope_file:
         args.scope = Path(args.scope_file).read_text().strip()
@@ -839,10 +888,13 @@ def main(argv=None) -> None:
     rows = load_rows(log)
     load_recorded(out_dir)
     finished = {key_of(r) for r in rows}
-    if not args.report:
+    if args.restore:
+        restore(plan(args), rows, args, log, out_dir)
+        if args.dry_run:
+            return
+    elif not args.report:
         cells = plan(args)
-        todo = [c for c in cells if (c[0], c[1], METHODS[c[1]][1], c[2], c[3], float(c[4]), float(c[5]),
-                                     extra_of({"method": c[1], "options": args.set})) not in finished]
+        todo = [c for c in cells if cell_key(c, args.set) not in finished]
         print(f"{len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run", flush=True)
         if args.dry_run:
             for c in todo:

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +100,35 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
                 if c["n_train"] == 16)["tuned"]["dsbs"]["vs_standard_ft"]
     assert bare["per_seed"] == {} and bare["bootstrap"] is None and bare["diff_mean"] == vs["diff_mean"]
     assert "p –: predictions not kept" in (tmp_path / "out" / "quality.md").read_text()
+    # --restore retrains the cells of its plan whose per-row results are lost and replaces their rows in place
+    before = (tmp_path / "out" / "quality.jsonl").read_text().splitlines()
+    restore_args = ("--restore", "--lrs", "1e-3", "--sweep-sizes", "16")
+    dry = _run(repo, tmp_path, *restore_args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "4 finished cells have lost their per-row test results" in dry.stdout
+    assert (tmp_path / "out" / "quality.jsonl").read_text().splitlines() == before
+    restored = _run(repo, tmp_path, *restore_args)
+    assert restored.returncode == 0, restored.stderr[-2000:]
+    after = [json.loads(x) for x in (tmp_path / "out" / "quality.jsonl").read_text().splitlines()]
+    old_rows = [json.loads(x) for x in before]
+    assert [_identity(r) for r in after] == [_identity(r) for r in old_rows]  # same cells, same order
+    changed = [(o, n) for o, n in zip(old_rows, after) if o != n]
+    assert len(changed) == 4 and all(o["lr"] == 1e-3 and o["n_train"] == 16 for o, _ in changed)
+    for o, n in changed:
+        assert n["replaced"]["test_accuracy"] == o["test_accuracy"] and n["replaced"]["run_dir"] == o["run_dir"]
+        assert (tmp_path / "runs" / Path(n["run_dir"]).name / "predictions.jsonl").is_file()
+    summary = json.loads((tmp_path / "out" / "quality.json").read_text())
+    main = next(c for c in summary["comparisons"] if c["n_train"] == 16)
+    shared = {c["lr"]: c["vs_standard_ft"] for c in main["shared_settings"] if c["method"] == "dsbs"}
+    assert set(shared[1e-3]["per_seed"]) == {"0", "1"} and shared[1e-3]["bootstrap"]["rows"] == 8
+    assert shared[3e-3]["per_seed"] == {}  # not restored: still only the mean difference
+    assert "4 of them retrained with `--restore`" in (tmp_path / "out" / "quality.md").read_text()
+    again = _run(repo, tmp_path, *restore_args)
+    assert again.returncode == 0 and "0 finished cells have lost" in again.stdout
+
+
+def _identity(row):
+    return (row["dataset"], row["method"], row["n_train"], row["seed"], row["lr"], row["epochs"])
 
 
 def _strip(obj, key):
