@@ -44,14 +44,20 @@ METHODS = {
     "standard_distill": ("standard", "teacher"),
     "dsbs": ("dsbs", "gold"),
     "single_task": ("single_task", "gold"),
-    # the fast training options, to measure what they cost in accuracy (not part of --all)
+    # dsbs variants, each compared with dsbs on the same rows, seeds and settings (not part of --all):
+    # the fast training options, to measure what they cost in accuracy,
     "dsbs_suffix": ("dsbs", "gold"),
     "dsbs_suffix_bf16": ("dsbs", "gold"),
+    # and ablations of why dsbs does (not) help: rationales that argue for a wrong label, the loss weight
+    "dsbs_drop_wrong": ("dsbs", "gold"),
+    "dsbs_alpha0.8": ("dsbs", "gold"),
 }
 PAPER_METHODS = ["standard_ft", "standard_distill", "dsbs", "single_task"]
 METHOD_OPTIONS = {  # extra config overrides per method name
     "dsbs_suffix": ["student.prompt_layout=suffix"],
     "dsbs_suffix_bf16": ["student.prompt_layout=suffix", "train.mixed_precision=bf16"],
+    "dsbs_drop_wrong": ["data.wrong_rationales=drop"],
+    "dsbs_alpha0.8": ["method.alpha=0.8"],
 }
 # dataset -> default training-set size (None: the whole pool minus validation) and a note on the protocol
 DATASETS = {
@@ -721,7 +727,10 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
     lines += shared_settings_table(analysis["comparisons"])
     option_lines = options_table(fast_options)
     if option_lines:
-        lines += ["## Fast training options vs dsbs (same rows, seeds and settings)", "",
+        lines += ["## dsbs variants vs dsbs (same rows, seeds and settings)", "",
+                  "The fast training options (`dsbs_suffix`, `dsbs_suffix_bf16`) and ablations: `dsbs_drop_wrong` "
+                  "(`data.wrong_rationales=drop`: no rationale task on rows whose teacher label is wrong), "
+                  "`dsbs_alpha0.8` (`method.alpha=0.8`).", "",
                   "| dataset | n_train | option | lr, epochs | seeds | dsbs test | option test | Δ | McNemar p "
                   "(per seed; pooled) | train s/run (dsbs → option) |", "|---|---|---|---|---|---|---|---|---|---|",
                   *option_lines, ""]
@@ -845,8 +854,9 @@ def main(argv=None) -> None:
                     "and the data-size sweep")
     ap.add_argument("--datasets", nargs="+", default=["svamp"], choices=list(DATASETS))
     ap.add_argument("--methods", nargs="+", default=PAPER_METHODS, choices=list(METHODS),
-                    help="the paper's four by default; dsbs_suffix / dsbs_suffix_bf16 = dsbs with the fast "
-                         "training options (student.prompt_layout=suffix, train.mixed_precision=bf16)")
+                    help="the paper's four by default; dsbs variants: dsbs_suffix / dsbs_suffix_bf16 = the fast "
+                         "training options (student.prompt_layout=suffix, train.mixed_precision=bf16), "
+                         "dsbs_drop_wrong = data.wrong_rationales=drop, dsbs_alpha0.8 = method.alpha=0.8")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--lrs", nargs="+", type=float, default=[1e-4, 3e-4])
     ap.add_argument("--epochs", nargs="+", type=float, default=[3.0],

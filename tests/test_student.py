@@ -8,6 +8,7 @@ from stepdistill.student.data import build_training_data
 from stepdistill.student.losses import IGNORE
 from stepdistill.student.models import load_pretrained
 from stepdistill.student.predict import Student
+from stepdistill.student.shared import RATIONALE_SEGMENT
 from stepdistill.student.train import StudentWithLoss, student_meta
 from stepdistill.student.views import collate
 from stepdistill.tasks import Example, get_task
@@ -77,6 +78,34 @@ def test_failure_policy_drops_rationale_or_row():
         model, tok = load_pretrained("causal", "tiny-random-llama")
         data = build_training_data(cfg, get_task("svamp"), bad, tok)
         assert (data.report["rows_used"], data.report["views"]) == (rows, views)
+
+
+def test_wrong_rationales_drop_trains_only_the_label_task_on_rows_the_teacher_got_wrong():
+    """data.wrong_rationales=drop: a row whose teacher label fails the task's answer check against gold loses its
+    rationale view (dsbs, both layouts) or the whole row (single_task); the default keeps it, as the paper."""
+    wrong = Example(id="wrong", input="Tom has 5 apples and gets 7 more.\nHow many apples?", label="( 5.0 + 7.0 )",
+                    teacher_label="(5 - 7)", teacher_rationale="Tom had 5 apples. He gave 7. 5 - 7 = -2.")
+    rows = EXAMPLES[:4] + [wrong]
+    _, tok = load_pretrained("causal", "tiny-random-llama")
+
+    def build(method, policy, *extra):
+        cfg = load_config(None, ["student.name=tiny-random-llama", f"method.name={method}",
+                                 f"data.wrong_rationales={policy}", *extra])
+        return build_training_data(cfg, get_task("svamp"), rows, tok)
+
+    keep = build("dsbs", "keep")
+    assert (keep.report["rows_used"], keep.report["views"]) == (5, 10) and "rationales_wrong_dropped" not in keep.report
+    drop = build("dsbs", "drop")
+    assert (drop.report["rows_used"], drop.report["views"]) == (5, 9)
+    assert drop.report["rationales_wrong_dropped"] == 1 and drop.report["rationales_dropped"] == 1
+    assert [len(ids) for ids in drop.by_example] == [2, 2, 2, 2, 1]  # the wrong row keeps its label task
+    shared = build("dsbs", "drop", "student.prompt_layout=suffix").shared
+    assert [RATIONALE_SEGMENT in s.segment for s in shared] == [True, True, True, True, False]
+    single = build("single_task", "drop")
+    assert [ex.id for ex in single.examples] == ["1", "2", "3", "4"] and single.report["rows_dropped"] == 1
+    assert build("standard", "drop").report["views"] == 5  # no rationales to drop
+    with pytest.raises(Exception, match="data.wrong_rationales: one of keep, drop"):
+        load_config(None, ["data.wrong_rationales=maybe"])
 
 
 @pytest.mark.parametrize("family", ["causal", "seq2seq"])

@@ -18,6 +18,7 @@ import yaml
 from stepdistill.errors import ConfigError, StepdistillError
 
 TEACHER_FAILURE_POLICIES = ("drop_rationale", "drop_row", "error")
+WRONG_RATIONALE_POLICIES = ("keep", "drop")
 METHODS = ("dsbs", "standard", "single_task")
 LABEL_SOURCES = ("gold", "teacher")
 
@@ -41,6 +42,9 @@ class DataConfig:
     teacher outputs; rows are joined by id."""
     teacher_failures: str = "drop_rationale"
     """Rows whose teacher output failed to parse: drop_rationale (keep the label task), drop_row, error."""
+    wrong_rationales: str = "keep"
+    """Rows whose teacher label is wrong (the task's answer check against the gold label): keep their rationale
+    (the paper), or drop it: dsbs then trains only the label task on them, single_task drops the row."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,8 @@ def validate(cfg: RunConfig) -> None:
     check(t.mixed_precision in ("fp32", "bf16"), f"train.mixed_precision: fp32 or bf16, got '{t.mixed_precision}'")
     check(d.teacher_failures in TEACHER_FAILURE_POLICIES,
           f"data.teacher_failures: one of {', '.join(TEACHER_FAILURE_POLICIES)}, got '{d.teacher_failures}'")
+    check(d.wrong_rationales in WRONG_RATIONALE_POLICIES,
+          f"data.wrong_rationales: one of {', '.join(WRONG_RATIONALE_POLICIES)}, got '{d.wrong_rationales}'")
     check(d.train_size is None or d.train_size > 0, "data.train_size: must be positive (a count or a fraction)")
     check(d.valid_size is None or d.valid_size > 0, "data.valid_size: must be positive")
     check(d.test_size is None or d.test_size > 0, "data.test_size: must be positive")

@@ -54,6 +54,10 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
     failed = [ex for ex in examples if ex.teacher_label is None or ex.teacher_rationale is None]
     report = {"rows": len(examples), "teacher_failed": len(failed) if needs_teacher else 0, "policy": policy,
               "rows_dropped": 0, "rationales_dropped": 0}
+    drop_wrong = needs_rationale and cfg.data.wrong_rationales == "drop"
+    if drop_wrong:
+        report["wrong_rationales"] = "drop"
+        report["rationales_wrong_dropped"] = 0
     if needs_teacher and failed and policy == "error":
         ids = ", ".join(ex.id for ex in failed[:5])
         raise DataError(f"{len(failed)} training rows have no parsable teacher output (e.g. {ids}); set "
@@ -66,6 +70,12 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
         if needs_teacher and bad and (policy == "drop_row" or label is None or method == "single_task"):
             report["rows_dropped"] += 1
             continue
+        if drop_wrong and not bad and not task.answer.correct(ex.teacher_label, ex.label, ex.row):
+            report["rationales_wrong_dropped"] += 1
+            if method == "single_task":  # its target is the rationale followed by the label: nothing left
+                report["rows_dropped"] += 1
+                continue
+            bad = True  # dsbs: the label task only, as for a rationale that failed to parse
         i = len(kept)
         kept.append(ex)
         ids = []
