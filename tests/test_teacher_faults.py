@@ -56,12 +56,17 @@ def test_fatal_error_stops_with_clear_message(tmp_path):
     from stepdistill.errors import StepdistillError
 
     spec = write_task(tmp_path / "t", n=3)
-    settings = TeacherSettings(model="fake", base_url="http://127.0.0.1:9/v1", timeout=0.5, max_retries=1,
-                               retry_base=0.01)
-    result = run(ExtractConfig(task=str(spec), teacher=settings, out=str(tmp_path / "o")), progress=False)
-    # nothing listens on port 9: connection errors are retried, then reported per request (rerun retries)
-    assert result.report["failed_this_run"] == 3 and result.report["rows"] == 0
-    assert "Connection" in result.report["failures"][0]
+    with FakeOpenAIServer() as server:
+        url = server.url
+        first = run(ExtractConfig(task=str(spec), teacher=TeacherSettings(model="fake", base_url=url, timeout=2.0),
+                                  limit=2, out=str(tmp_path / "o")), progress=False)
+    assert first.report["rows"] == 2
+    # the server is gone: a request that cannot connect for its whole back-off stops the run (every other
+    # request would wait as long), and what was stored before stays for the rerun to resume from
+    gone = TeacherSettings(model="fake", base_url=url, timeout=0.5, max_retries=1, retry_base=0.01)
+    with pytest.raises(StepdistillError, match=r"stopped answering: 2 attempts .* failed to connect.*rerun the same"):
+        run(ExtractConfig(task=str(spec), teacher=gone, out=str(tmp_path / "o")), progress=False)
+    assert len(_rows(first.store)) == 2
     with FakeOpenAIServer() as server:
         bad_model = TeacherSettings(model="fake", base_url=server.url + "/nope", timeout=2.0)
         with pytest.raises(StepdistillError, match="404 for model 'fake'.*--base-url"):

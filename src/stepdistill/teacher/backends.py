@@ -245,6 +245,7 @@ class OpenAITeacher:
 
     async def _with_retries(self, job: Job) -> Completion:
         last: BaseException | None = None
+        t0 = time.monotonic()
         for attempt in range(self.settings.max_retries + 1):
             try:
                 done = await self._request(job)
@@ -260,8 +261,14 @@ class OpenAITeacher:
                 self.retries += 1
                 if attempt < self.settings.max_retries:
                     await asyncio.sleep(self._delay(attempt, exc))
-        raise StepdistillError(f"gave up after {self.settings.max_retries + 1} attempts: "
-                               f"{type(last).__name__}: {last}")
+        o, tries = self.openai, self.settings.max_retries + 1
+        if isinstance(last, o.APIConnectionError) and not isinstance(last, o.APITimeoutError):
+            # unreachable for the whole back-off: the server is gone, and every other request would wait as long
+            raise TeacherError(f"{self.base_url or 'api.openai.com'} stopped answering: {tries} attempts over "
+                               f"{time.monotonic() - t0:.0f} s failed to connect ({type(last).__name__}: {last}). "
+                               "The answers stored so far are kept: start the server again and rerun the same "
+                               "command to resume")
+        raise StepdistillError(f"gave up after {tries} attempts: {type(last).__name__}: {last}")
 
     async def generate(self, jobs: Sequence[Job]) -> AsyncIterator[tuple[Job, Completion | BaseException]]:
         queue: asyncio.Queue = asyncio.Queue()
