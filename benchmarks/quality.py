@@ -204,6 +204,26 @@ def cell_key(cell: tuple, options) -> tuple:
             extra_of({"method": method, "options": options}))
 
 
+def exposed_comparisons(rows: list[dict], restored: set[tuple], args) -> list[str]:
+    """The comparisons of the current report whose tests were read from the legacy report, that involve a row in
+    ``restored`` (keys as ``key_of``) and a row that has no per-row results and is not restored: each as a line
+    naming both sides. If the restored run does not repeat its accuracy, such a comparison has no test left."""
+    summary = {**analyse(rows, args.same_lr, args.same_epochs), "fast_options": options_vs_base(rows)}
+    by_key = {key_of(r): r for r in rows}
+    out = []
+    for k, v in legacy_index(summary).items():
+        dataset, n_train, extra, method, lr, epochs, base, base_lr, base_epochs, seeds = k
+        if not v.get("from_report"):
+            continue
+        keys = [(dataset, m, METHODS[m][1], n_train, s, float(l), float(e), tuple(extra))
+                for m, l, e in [(method, lr, epochs), (base, base_lr, base_epochs)] for s in seeds]
+        if any(x in restored for x in keys) and any(x not in restored and x in by_key
+                                                    and not correctness(by_key[x]["run_dir"]) for x in keys):
+            out.append(f"{dataset} n={size_tag(n_train)}: {method} (lr {lr:g}, {epochs:g} ep) vs {base} "
+                       f"(lr {base_lr:g}, {base_epochs:g} ep), seeds {list(seeds)}")
+    return sorted(set(out))
+
+
 def restore(cells: list[tuple], rows: list[dict], args, log: Path, out_dir: Path) -> int:
     """Retrain the finished cells among ``cells`` whose per-row test results are lost, replacing each row in
     place (``log`` is rewritten atomically after each run) and keeping the old row's results under
@@ -214,6 +234,15 @@ def restore(cells: list[tuple], rows: list[dict], args, log: Path, out_dir: Path
             and not correctness(rows[i]["run_dir"])]
     print(f"{len(lost)} finished cells have lost their per-row test results"
           + ("" if args.dry_run else "; retraining them"), flush=True)
+    # a retrained run need not repeat its accuracy (another CPU, other kernels); then each comparison whose tests
+    # come from the legacy report and that involves it loses them: name those comparisons up front
+    at_risk = exposed_comparisons(rows, {cell_key(c, args.set) for c in lost}, args)
+    if at_risk:
+        print(f"  {len(at_risk)} comparisons tested from the legacy report set these runs against runs not restored "
+              "that have no per-row results either: where a restored run does not repeat its accuracy, they lose "
+              "their tests unless the other side is restored too:", flush=True)
+        for line in at_risk:
+            print("     " + line, flush=True)
     if args.dry_run:
         for c in lost:
             print("  ", c)

@@ -100,12 +100,21 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
                 if c["n_train"] == 16)["tuned"]["dsbs"]["vs_standard_ft"]
     assert bare["per_seed"] == {} and bare["bootstrap"] is None and bare["diff_mean"] == vs["diff_mean"]
     assert "p –: predictions not kept" in (tmp_path / "out" / "quality.md").read_text()
-    # --restore retrains the cells of its plan whose per-row results are lost and replaces their rows in place
+    # --restore retrains the cells of its plan whose per-row results are lost and replaces their rows in place;
+    # --dry-run names them, and the comparisons tested from the legacy report that a changed accuracy would cost
+    (tmp_path / "out" / "quality_legacy_stats.json").write_text(json.dumps({"git_commit": "abc1234",
+                                                                            "comparisons": comp}))
     before = (tmp_path / "out" / "quality.jsonl").read_text().splitlines()
     restore_args = ("--restore", "--lrs", "1e-3", "--sweep-sizes", "16")
-    dry = _run(repo, tmp_path, *restore_args, "--dry-run")
+    dry = _run(repo, tmp_path, "--restore", "--lrs", "1e-3", "--methods", "standard_ft", "--sweep-dataset", "cqa",
+               "--dry-run")  # the sweep moved to a dataset with no rows: the two standard_ft runs at lr 1e-3 only
     assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "2 finished cells have lost their per-row test results" in dry.stdout
+    assert "svamp n=16: dsbs (lr 0.001, 1 ep) vs standard_ft (lr 0.001, 1 ep), seeds [0, 1]" in dry.stdout
+    assert "(lr 0.003, 1 ep) vs standard_ft (lr 0.003, 1 ep)" not in dry.stdout  # neither side is restored
+    dry = _run(repo, tmp_path, *restore_args, "--dry-run")
     assert "4 finished cells have lost their per-row test results" in dry.stdout
+    assert "dsbs (lr 0.001, 1 ep) vs standard_ft (lr 0.001, 1 ep)" not in dry.stdout  # both sides are restored
     assert (tmp_path / "out" / "quality.jsonl").read_text().splitlines() == before
     restored = _run(repo, tmp_path, *restore_args)
     assert restored.returncode == 0, restored.stderr[-2000:]
@@ -121,7 +130,8 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
     main = next(c for c in summary["comparisons"] if c["n_train"] == 16)
     shared = {c["lr"]: c["vs_standard_ft"] for c in main["shared_settings"] if c["method"] == "dsbs"}
     assert set(shared[1e-3]["per_seed"]) == {"0", "1"} and shared[1e-3]["bootstrap"]["rows"] == 8
-    assert shared[3e-3]["per_seed"] == {}  # not restored: still only the mean difference
+    assert shared[3e-3]["from_report"] == "abc1234"  # not restored: still the legacy report's tests
+    assert "from_report" not in shared[1e-3]
     assert "4 of them retrained with `--restore`" in (tmp_path / "out" / "quality.md").read_text()
     again = _run(repo, tmp_path, *restore_args)
     assert again.returncode == 0 and "0 finished cells have lost" in again.stdout
