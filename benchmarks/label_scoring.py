@@ -14,8 +14,8 @@ an exact McNemar test, and whether the gap between methods survives (a seed x ro
 Scoring is stored in each run directory beside the generated results (metrics.json key ``test:score``,
 ``test_score_predictions.jsonl``), so a rerun skips runs already scored. Run directories do not outlive the
 machine that trained them, so each result, with its per-row correctness, is also kept in label_scoring.json: a
-chosen run whose directory is gone is read back from there, and one that is neither on disk nor in that file is
-left out of the report (and named).
+chosen run whose directory is gone is read back from there, and one that is neither on disk nor in that file (or
+was retrained by ``quality.py --restore`` after it was scored there) is left out of the report (and named).
 """
 
 from __future__ import annotations
@@ -234,9 +234,15 @@ def main(argv=None) -> None:
         run_dir = Path(row["run_dir"])
         name, metrics_path = run_dir.name, run_dir / "metrics.json"
         if not metrics_path.is_file():
-            if name in previous:
+            kept = previous.get(name)
+            if kept and kept["generate"]["accuracy"] != round(row["test_accuracy"], 4):
+                # quality.py --restore retrained the run since: the kept scoring is of another model
+                print(f"[{i}/{len(runs)}] {name}: scored before, but the run was retrained since (generation "
+                      f"{pct(kept['generate']['accuracy'])}, now {pct(row['test_accuracy'])}), left out", flush=True)
+                missing.append(name)
+            elif kept:
                 print(f"[{i}/{len(runs)}] {name} (run directory gone: kept from label_scoring.json)", flush=True)
-                results.append(previous[name])
+                results.append(kept)
             else:
                 print(f"[{i}/{len(runs)}] {name}: run directory gone and never scored, left out", flush=True)
                 missing.append(name)

@@ -249,6 +249,17 @@ def test_label_scoring_script_scores_the_tuned_runs_and_resumes(repo, data_dir, 
     gone = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
     assert gone.returncode == 0 and gone.stdout.count("kept from label_scoring.json") == 1, gone.stderr[-2000:]
     assert json.loads((tmp_path / "out" / "label_scoring.json").read_text())["summary"] == result["summary"]
+    # a run retrained since it was scored (quality.py --restore replaced its row) is not read back: that scoring
+    # was of another model
+    qpath = tmp_path / "out" / "quality.jsonl"
+    qrows = [json.loads(x) for x in qpath.read_text().splitlines()]
+    for r in qrows:
+        if r["method"] == "dsbs" and r["seed"] == 1:
+            r["test_accuracy"] = 1.0 - r["test_accuracy"] if r["test_accuracy"] != 0.5 else 0.375
+    qpath.write_text("".join(json.dumps(r) + "\n" for r in qrows))
+    stale = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
+    assert stale.returncode == 0 and "retrained since" in stale.stdout, stale.stderr[-2000:]
+    assert "cqa-dsbs-n16-s1-" in (tmp_path / "out" / "label_scoring.md").read_text().split("Not in this table")[1]
     # a tuned run neither on disk nor scored before is left out and named, not a crash
     (tmp_path / "out" / "label_scoring.json").unlink()
     fresh = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
