@@ -206,6 +206,21 @@ def write_report(results: list[dict], summary: list[dict], out_dir: Path, missin
     (out_dir / "label_scoring.md").write_text("\n".join(lines) + "\n")
 
 
+def carried_over(previous: dict[str, dict], runs: list[dict], datasets, methods) -> list[dict]:
+    """Kept results that a narrowed rerun (``--datasets``, ``--methods``, ``--seeds``) did not select, so that
+    it rewrites label_scoring.json without dropping them: every kept run of an unselected dataset or method, and
+    kept runs of a selected one at the same setting as a selected run (another seed). A kept run at a setting no
+    longer tuned is not carried (it would mix settings in one row)."""
+    chosen = {Path(r["run_dir"]).name for r in runs}
+
+    def setting(r):
+        return (r["dataset"], r["method"], r.get("n_train"), r["lr"], r["epochs"], tuple(r.get("options") or ()))
+
+    settings = {setting(r) for r in runs}
+    return [kept for name, kept in previous.items() if name not in chosen
+            and (kept["dataset"] not in datasets or kept["method"] not in methods or setting(kept) in settings)]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", choices=SCORABLE, default=SCORABLE)
@@ -256,6 +271,7 @@ def main(argv=None) -> None:
         print(f"  generate {pct(r['generate']['accuracy'])} ({r['generate']['parse_failures']} unparsed), "
               f"score {pct(r['score']['accuracy'])}, McNemar p {r['score_vs_generate']['p_value']}", flush=True)
         results.append(r)
+    results += carried_over(previous, runs, args.datasets, args.methods)
     if not results:
         sys.exit("no run has been scored yet: run without --report")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -267,3 +267,30 @@ def test_label_scoring_script_scores_the_tuned_runs_and_resumes(repo, data_dir, 
     report = (tmp_path / "out" / "label_scoring.md").read_text()
     assert "| cqa * | dsbs | 1 |" in report and "Not in this table" in report and "cqa-dsbs-n16-s1-" in report
     assert len(json.loads((tmp_path / "out" / "label_scoring.json").read_text())["left_out"]) == 1
+
+
+def test_label_scoring_narrowed_rerun_keeps_the_other_kept_results(repo):
+    """A rerun with --datasets/--seeds rewrites label_scoring.json: the kept results it did not select must
+    survive it (another dataset, another seed at a selected setting), but not a kept run at a setting that is
+    no longer the tuned one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("label_scoring_bench", repo / "benchmarks" / "label_scoring.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def run(dataset, method, seed, epochs):
+        return {"dataset": dataset, "method": method, "seed": seed, "n_train": None, "lr": 1e-4, "epochs": epochs,
+                "options": ["a=b"], "run_dir": f"/gone/{dataset}-{method}-s{seed}-e{epochs}"}
+
+    chosen = [run("anli1", "dsbs", 2, 2.0)]
+    previous = {Path(r["run_dir"]).name: r for r in (
+        run("cqa", "dsbs", 0, 2.0),          # another dataset: kept
+        run("anli1", "dsbs", 0, 2.0),        # another seed at the selected setting: kept
+        run("anli1", "dsbs", 1, 1.0),        # a setting no longer tuned: dropped
+        run("anli1", "standard_ft", 0, 2.0),  # a method not selected: kept
+        run("anli1", "dsbs", 2, 2.0),        # the selected run itself: not duplicated
+    )}
+    kept = module.carried_over(previous, chosen, ["anli1"], ["dsbs"])
+    assert sorted(Path(r["run_dir"]).name for r in kept) == [
+        "anli1-dsbs-s0-e2.0", "anli1-standard_ft-s0-e2.0", "cqa-dsbs-s0-e2.0"]
