@@ -213,8 +213,8 @@ def carried_over(previous: dict[str, dict], runs: list[dict], datasets, methods)
     longer tuned is not carried (it would mix settings in one row)."""
     chosen = {Path(r["run_dir"]).name for r in runs}
 
-    def setting(r):
-        return (r["dataset"], r["method"], r.get("n_train"), r["lr"], r["epochs"], tuple(r.get("options") or ()))
+    def setting(r):  # quality.key_of without the seed (kept results do not store the labels)
+        return r["dataset"], r["method"], r["n_train"], float(r["lr"]), float(r["epochs"]), extra_of(r)
 
     settings = {setting(r) for r in runs}
     return [kept for name, kept in previous.items() if name not in chosen

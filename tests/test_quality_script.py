@@ -150,17 +150,18 @@ def _strip(obj, key):
     return obj
 
 
-def _quality_module(repo):
+def _bench_module(repo, name="quality"):
+    """``benchmarks/<name>.py`` imported as a module (benchmarks/ is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("quality_bench", repo / "benchmarks" / "quality.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", repo / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_seed_row_bootstrap_includes_seed_variance(repo):
-    q = _quality_module(repo)
+    q = _bench_module(repo)
     rows = [str(i) for i in range(400)]
     base = {i: k % 2 == 0 for k, i in enumerate(rows)}  # 50% correct
     better = {i: True for i in rows}  # 100% correct on both seeds: a sure gain
@@ -181,7 +182,7 @@ def test_seed_row_bootstrap_includes_seed_variance(repo):
 def test_equal_budget_picks_one_budget_for_both_methods_on_validation(repo, tmp_path):
     """Each method would pick its own budget (standard FT 2 epochs, dsbs 3); the equal-budget comparison gives
     both the budget with the best joint validation score, tunes each lr within it, and never looks at test."""
-    q = _quality_module(repo)
+    q = _bench_module(repo)
     rows = []
     grid = [("standard_ft", 1e-4, 1.0, 0.40, 0.43), ("standard_ft", 1e-4, 2.0, 0.44, 0.50),
             ("dsbs", 1e-4, 1.0, 0.41, 0.44), ("dsbs", 3e-4, 2.0, 0.40, 0.49), ("dsbs", 1e-4, 2.0, 0.39, 0.30),
@@ -273,11 +274,7 @@ def test_label_scoring_narrowed_rerun_keeps_the_other_kept_results(repo):
     """A rerun with --datasets/--seeds rewrites label_scoring.json: the kept results it did not select must
     survive it (another dataset, another seed at a selected setting), but not a kept run at a setting that is
     no longer the tuned one."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("label_scoring_bench", repo / "benchmarks" / "label_scoring.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _bench_module(repo, "label_scoring")
 
     def run(dataset, method, seed, epochs):
         return {"dataset": dataset, "method": method, "seed": seed, "n_train": None, "lr": 1e-4, "epochs": epochs,
