@@ -168,8 +168,18 @@ def run_one(dataset: str, method: str, n_train, seed: int, lr: float, epochs: fl
         "student": args.student, "steps": train["steps"], "best_step": train.get("best_step"),
         "wall_s": round(time.time() - t0, 1) if not done else None,
         "train_seconds": train.get("train_seconds"), "git_commit": git_commit(), "run_dir": str(run_dir),
-        "options": METHOD_OPTIONS.get(method, []) + (args.set or []),
+        "options": METHOD_OPTIONS.get(method, []) + (args.set or []), "machines": train.get("machines"),
     }
+
+
+def machines_line(rows: list[dict]) -> str:
+    """Which CPUs trained the rows: the same cell gives other numbers on another CPU model or thread count."""
+    seen = Counter()
+    for r in rows:
+        for m in r.get("machines") or [None]:
+            seen["not recorded (trained before rows named their machine)" if m is None
+                 else f"{m['cpu']}, {m['threads']} thread{'s' * (m['threads'] != 1)}, torch {m['torch']}"] += 1
+    return "Trained on: " + "; ".join(f"{k} ({n} rows)" for k, n in seen.most_common()) + "."
 
 
 def plan(args) -> list[tuple]:
@@ -254,7 +264,7 @@ def restore(cells: list[tuple], rows: list[dict], args, log: Path, out_dir: Path
               flush=True)
         row = run_one(*cell, args)
         row["replaced"] = {k: old.get(k) for k in ("test_accuracy", "valid_accuracy", "steps", "best_step",
-                                                   "wall_s", "train_seconds", "git_commit", "run_dir")}
+                                                   "wall_s", "train_seconds", "git_commit", "run_dir", "machines")}
         rows[i] = row
         tmp = log.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -718,7 +728,8 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
     restored = sum("replaced" in r for r in rows)
     lines += [f"Rows finished: {len(rows)}" + (f" ({restored} of them retrained with `--restore` because their per-row "
               "test results were lost; the accuracies they replaced are kept in quality.jsonl under `replaced`)"
-              if restored else "") + f". Student: `{args.student}`. Teacher: the released PaLM-540B rationales. "
+              if restored else "") + f". {machines_line(rows)} Student: `{args.student}`. "
+              "Teacher: the released PaLM-540B rationales. "
               "Accuracy in %, mean ± sample standard deviation over seeds (± 0.0 = one seed). "
               "McNemar p: exact two-sided test on the same test rows vs standard fine-tuning "
               "(per seed; `pooled` stacks the seeds). Δ 95% interval: a paired bootstrap that resamples the "

@@ -39,6 +39,9 @@ def test_run_writes_the_run_directory_contract(tmp_path, data_dir, config):
     assert CONTRACT <= set(metrics)
     assert {"accuracy", "n"} <= set(metrics["test"]) and {"accuracy", "n"} <= set(metrics["valid"])
     assert metrics["test"]["n"] == 16 and metrics["n_train"] == 48
+    # the run names the machine that trained it (the same seed gives other numbers on another CPU)
+    (machine,) = metrics["train"]["machines"]
+    assert machine["cpu"] and machine["threads"] >= 1 and machine["torch"] == torch.__version__
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and {"id", "gold", "raw", "prediction", "correct"} <= set(rows[0])
     # the saved model is a plain HF directory
@@ -146,6 +149,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
     m_ref = json.loads((ref / "metrics.json").read_text())
     m_run = json.loads((run / "metrics.json").read_text())
     assert m_run["train"]["steps"] == m_ref["train"]["steps"] == 12
+    assert m_run["train"]["machines"] == m_ref["train"]["machines"]  # resumed on the same machine: named once
     from safetensors.torch import load_file
 
     a, b = load_file(ref / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")

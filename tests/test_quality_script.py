@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +33,7 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
                     "wall_s", "git_commit", "lr", "epochs", "valid_accuracy"):
             assert key in r
         assert r["n_test"] == 8 and r["student"] == "tiny-random-llama"
+        assert [m["threads"] for m in r["machines"]] == [1]  # --threads 1, one process, named in the row
     summary = json.loads((tmp_path / "out" / "quality.json").read_text())
     comp = summary["comparisons"]
     main = next(c for c in comp if c["n_train"] == 16)
@@ -58,6 +60,7 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
     assert set(summary["sweep"]["table"]["dsbs"]) == {8, 16} or set(summary["sweep"]["table"]["dsbs"]) == {"8", "16"}
     md = (tmp_path / "out" / "quality.md").read_text()
     assert "tiny test" in md and "McNemar" in md and "dsbs" in md
+    assert f"1 thread, torch {torch.__version__} (12 rows)" in md  # which machine trained the rows
     assert "## Tuned at an equal epoch budget" in md and "| svamp | 16 * | dsbs | 1 (picked) |" in md
     assert "## Every shared setting" in md and "| svamp | 16 * | 0.003, 1 | dsbs | [0, 1] |" in md
     # the headline table: the largest training set (16, not the sweep's 8), with the overrides marked

@@ -230,6 +230,28 @@ def _better(cfg: RunConfig, new: dict, best: float | None) -> bool:
     return best is None or value > best
 
 
+def machine_info(device: torch.device) -> dict:
+    """What trained a run, for its metrics: the same seed and code give other numbers on another CPU model, thread
+    count or library version (bf16 and the kernels' reduction order differ), so a result names its machine."""
+    import platform
+
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "device": device.type}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
 # ---- the loop -----------------------------------------------------------------------------------
 
 @dataclass
@@ -245,6 +267,7 @@ class TrainState:
     train_seconds: float = 0.0
     stopped_early: bool = False
     history: list = field(default_factory=list)
+    machines: list = field(default_factory=list)  # machine_info of each process that trained it (resumes add one)
 
 
 def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Path:
@@ -325,6 +348,9 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
         raw = _load_checkpoint(run_dir, accelerator.unwrap_model(wrapped).model, optimizer, scheduler)
         state = TrainState(**raw["state"])
         random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in raw["python_rng"]))
+    machine = machine_info(accelerator.device)
+    if state.step < total_steps and machine not in state.machines:
+        state.machines.append(machine)
 
     if data.shared is not None:
         lengths = [len(f.input_ids) for f in data.shared]
@@ -455,7 +481,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
                       "best_step": state.best_step, "stopped_early": state.stopped_early,
                       "train_seconds": round(state.train_seconds, 1),
                       "examples_per_s": round(state.examples_seen / max(1e-9, state.train_seconds), 3),
-                      "processes": world, "data": data.report, "splits": splits.info},
+                      "processes": world, "machines": state.machines, "data": data.report, "splits": splits.info},
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         if not cfg.train.keep_checkpoint:
