@@ -42,6 +42,7 @@ def test_run_writes_the_run_directory_contract(tmp_path, data_dir, config):
     # the run names the machine that trained it (the same seed gives other numbers on another CPU)
     (machine,) = metrics["train"]["machines"]
     assert machine["cpu"] and machine["threads"] >= 1 and machine["torch"] == torch.__version__
+    assert isinstance(machine["isa"], list)  # the vector units (avx2, avx512_bf16, ...) bf16 kernels depend on
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and {"id", "gold", "raw", "prediction", "correct"} <= set(rows[0])
     # the saved model is a plain HF directory

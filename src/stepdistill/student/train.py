@@ -230,6 +230,10 @@ def _better(cfg: RunConfig, new: dict, best: float | None) -> bool:
     return best is None or value > best
 
 
+_KERNEL_ISA = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_tile", "asimd",
+               "sve", "bf16"}
+
+
 def machine_info(device: torch.device) -> dict:
     """What trained a run, for its metrics: the same seed and code give other numbers on another CPU model, thread
     count or library version (bf16 and the kernels' reduction order differ), so a result names its machine."""
@@ -237,16 +241,19 @@ def machine_info(device: torch.device) -> dict:
 
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
+    cpu, isa = platform.processor() or platform.machine(), []
+    try:  # Linux: the model name (often vague on cloud machines), family/model, and the vector units kernels use
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                      if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        cpu = fields.get("model name", cpu)
+        if "cpu family" in fields:
+            cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+        isa = sorted(f for f in (fields.get("flags") or fields.get("Features", "")).split() if f in _KERNEL_ISA)
+    except (OSError, ValueError):
         pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "device": device.type}
+    info = {"cpu": cpu, "isa": isa, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "device": device.type}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
