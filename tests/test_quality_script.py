@@ -294,3 +294,24 @@ def test_label_scoring_narrowed_rerun_keeps_the_other_kept_results(repo):
     kept = module.carried_over(previous, chosen, ["anli1"], ["dsbs"])
     assert sorted(Path(r["run_dir"]).name for r in kept) == [
         "anli1-dsbs-s0-e2.0", "anli1-standard_ft-s0-e2.0", "cqa-dsbs-s0-e2.0"]
+
+
+def test_memory_cells_script_measures_both_modes_and_release_runs(repo, data_dir, tmp_path):
+    """benchmarks/memory_cells.py on the tiny student: each mode in its own process, RSS after every cell."""
+    import platform
+
+    from stepdistill.pipeline import release_memory
+
+    out = tmp_path / "memory.json"
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "memory_cells.py"), "--student",
+                           "tiny-random-llama", "--cells", "2", "--steps", "2", "--threads", "1", "--runs-dir",
+                           str(tmp_path / "runs"), "--out", str(out)], capture_output=True, text=True, cwd=repo,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for mode in ("keep", "release"):
+        cells = result[mode]["cells"]
+        assert [c["method"] for c in cells] == ["standard", "dsbs"] and all(c["rss_mb"] > 0 for c in cells)
+        assert result[mode]["peak_rss_mb"] >= max(c["rss_mb"] for c in cells)
+    # on glibc the freed heap goes back to the OS (malloc_trim); elsewhere release_memory says it could not
+    assert release_memory() is (platform.libc_ver()[0] == "glibc")
