@@ -20,8 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "benchmarks" / "results" / "memory_cells.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import REPO, RESULTS, git_commit  # noqa: E402
+
+OUT = RESULTS / "memory_cells.json"
 
 
 def status_mb(field: str) -> int:
@@ -72,9 +74,7 @@ def main() -> int:
                "--steps", str(args.steps), "--threads", str(args.threads), "--runs-dir", args.runs_dir]
         proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True, check=True)
         modes[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    result = {"benchmark": "memory_cells", "git_commit": commit, "student": args.student, "cells": args.cells,
+    result = {"benchmark": "memory_cells", "git_commit": git_commit(), "student": args.student, "cells": args.cells,
               "steps_per_cell": args.steps, "threads": args.threads,
               "command": "python benchmarks/memory_cells.py " + " ".join(sys.argv[1:]), **modes}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
