@@ -11,26 +11,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import REPO, RESULTS, git_commit  # noqa: E402
+
+from stepdistill.student.train import machine_info  # noqa: E402
+
 COMMAND = ["stepdistill", "run", "configs/svamp-smollm2.yaml", "--set", "data.train_size=200", "--set",
            "train.epochs=1", "-o", "runs/real-svamp-smollm2-200", "--overwrite"]
-OUT = REPO / "benchmarks" / "results" / "real_run_svamp_smollm2_200.json"
+OUT = RESULTS / "real_run_svamp_smollm2_200.json"
 
 
 def collect(run_dir: Path, wall_s: float | None) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     return {
         "command": " ".join(COMMAND),
-        "git_commit": commit,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "git_commit": git_commit(),
+        "machine": machine_info(torch.device("cpu")),  # of this process; metrics["train"]["machines"]: the run's
         "wall_s": wall_s,
         "metrics": metrics,
     }

@@ -24,7 +24,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import git_commit  # noqa: E402
 from reference_step import reference_loss, task_prefix_batches  # noqa: E402
 
 from stepdistill.config import load_config  # noqa: E402
@@ -42,7 +42,7 @@ from stepdistill.student.data import build_training_data  # noqa: E402
 from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK  # noqa: E402
 from stepdistill.student.models import load_pretrained  # noqa: E402
 from stepdistill.student.shared import SharedInputLoss, collate_shared  # noqa: E402
-from stepdistill.student.train import StudentWithLoss, make_optimizer  # noqa: E402
+from stepdistill.student.train import StudentWithLoss, machine_info, make_optimizer  # noqa: E402
 from stepdistill.student.views import collate, epoch_batches  # noqa: E402
 from stepdistill.tasks import get_task, load_splits  # noqa: E402
 
@@ -50,11 +50,14 @@ REPO = Path(__file__).resolve().parents[1]
 ALPHA = 0.5
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
+def upgrade_legacy(result: dict) -> dict:
+    """Files written before each section named its machine held one file-wide cpu/cpu_count/torch: move them
+    into the sections measured then, so a section added later on another machine does not inherit them."""
+    legacy = {k: result.pop(k) for k in ("cpu", "cpu_count", "torch") if k in result}
+    for section in result.values():
+        if legacy and isinstance(section, dict) and "git_commit" in section and "machine" not in section:
+            section["machine"] = legacy
+    return result
 
 
 def matmul_peak(threads: int, n: int = 2048, dtype=torch.float32, reps: int = 5) -> float:
@@ -219,8 +222,7 @@ def _step(loss, params, optimizer):
 
 
 def make_variants(bench: Bench) -> dict:
-    m, tok, pad = bench.model, bench.tok, bench.tok.pad_token_id
-    params = list(m.parameters())
+    m, pad = bench.model, bench.tok.pad_token_id
 
     def feats(batch):
         return [f for e in batch for f in bench.features[e]]
@@ -726,14 +728,15 @@ def main(argv=None) -> None:
         return compile_child(args)
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.is_file() else {}  # other sections are kept
+    upgrade_legacy(result)
     result.update({"benchmark": "throughput", "student": args.student, "task": args.task,
-                   "batch_size": args.batch_size, "torch": torch.__version__,
-                   "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                   "batch_size": args.batch_size,
                    "note": "the machine was shared with other jobs; compare the interleaved ratios, not absolute "
                            "times"})
 
     def stamp() -> dict:
-        return {"git_commit": git_commit(), "threads": args.threads, "warmup_rounds": args.warmup,
+        return {"git_commit": git_commit(), "machine": machine_info(torch.device("cpu")),
+                "threads": args.threads, "warmup_rounds": args.warmup,
                 "timed_rounds": args.steps, "load_average_at_start": os.getloadavg()}
 
     if not args.skip_train or args.static_only:

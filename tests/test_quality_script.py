@@ -315,3 +315,33 @@ def test_memory_cells_script_measures_both_modes_and_release_runs(repo, data_dir
         assert result[mode]["peak_rss_mb"] >= max(c["rss_mb"] for c in cells)
     # on glibc the freed heap goes back to the OS (malloc_trim); elsewhere release_memory says it could not
     assert release_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_throughput_script_times_the_variants_and_names_each_sections_machine(repo, data_dir, tmp_path):
+    """benchmarks/throughput.py's smoke run on the tiny student; an older file's file-wide machine fields move into
+    the sections measured then, and the new section names the machine that measured it."""
+    out = tmp_path / "throughput.json"
+    out.write_text(json.dumps({"cpu": "x86_64", "cpu_count": 2, "torch": "old", "prediction": {"git_commit": "abc"},
+                               "model": {"params": 1}}))
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "throughput.py"), "--student",
+                           "tiny-random-llama", "--same-examples", "16", "--steps", "1", "--skip-predict", "--threads",
+                           "1", "--out", str(out)], capture_output=True, text=True, cwd=repo, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert not {"cpu", "cpu_count", "torch"} & set(result)
+    assert result["prediction"]["machine"] == {"cpu": "x86_64", "cpu_count": 2, "torch": "old"}
+    section = result["training_same_examples"]
+    assert section["machine"]["threads"] == 1 and section["machine"]["torch"] == torch.__version__
+    variants = section["variants"]
+    assert "reference" in variants and all(v["examples_per_s"] > 0 for v in variants.values())
+
+
+def test_real_run_collect_names_the_command_commit_and_machine(repo, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(repo / "benchmarks"))
+    import real_run
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"train": {"steps": 3}}))
+    result = real_run.collect(tmp_path, 12.5)
+    assert result["command"].startswith("stepdistill run ") and result["git_commit"]
+    assert result["machine"]["cpu_count"] >= 1 and result["machine"]["device"] == "cpu"
+    assert result["wall_s"] == 12.5 and result["metrics"]["train"]["steps"] == 3

@@ -358,11 +358,10 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, settings: ServeS
           log_level: str = "info") -> None:
     """Load the student of a run directory and serve it with uvicorn until interrupted."""
     try:
-        import uvicorn  # noqa: F401
-        import fastapi  # noqa: F401
+        import fastapi  # noqa: F401  (build_app imports it; fail here with the install hint)
+        import uvicorn
     except ImportError:
         raise StepdistillError("serving needs fastapi and uvicorn: pip install 'stepdistill[serve]'") from None
-    import uvicorn
 
     from stepdistill.serve.info import run_info
     from stepdistill.student import Student

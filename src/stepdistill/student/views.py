@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stepdistill.student.losses import IGNORE, LABEL_TASK, RATIONALE_TASK
+from stepdistill.student.losses import IGNORE
 
 LABEL_PREFIX = "[label] "
 RATIONALE_PREFIX = "[rationale] "
