@@ -262,6 +262,32 @@ def test_compiled_training_matches_eager(tmp_path, data_dir):
 
 
 @pytest.mark.slow
+def test_auto_precision_takes_bf16_only_with_bf16_units_and_emulated_bf16_warns(tmp_path, data_dir, monkeypatch,
+                                                                                 capsys):
+    """On a CPU without bf16 units, autocast emulates bf16 and trains slower than fp32 (throughput.json,
+    training_same_examples_icelake): auto falls back to fp32 there (the same losses as fp32), an explicit bf16 is
+    kept with a warning, and metrics.json names the precision used. The CPU's flags are faked both ways."""
+    from stepdistill.config import load_config
+    from stepdistill.student import train
+
+    first = {}
+    for isa, setting, used, warns in [([], "fp32", "fp32", False), (["avx512f"], "auto", "fp32", False),
+                                      (["avx512_bf16", "avx512f"], "auto", "bf16", False),
+                                      (["avx512f"], "bf16", "bf16", True), (["amx_bf16"], "bf16", "bf16", False)]:
+        monkeypatch.setattr(train, "cpu_isa", lambda isa=isa: isa)
+        cfg = load_config(REPO / "configs" / "tiny-causal.yaml", [
+            f"output_dir={tmp_path / (setting + '-' + '-'.join(isa))}", "train.max_steps=2", "data.valid_size=4",
+            f"train.mixed_precision={setting}", "student.prompt_layout=suffix"])
+        run = train.run(cfg, overwrite=True)
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["train"]["precision"] == used and metrics["train"]["machines"][0]["isa"] == isa
+        assert ("autocast emulates bf16" in capsys.readouterr().err) == warns, (isa, setting)
+        log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+        first.setdefault(used, []).append(next(r["loss"] for r in log if "loss" in r))
+    assert len(set(first["fp32"])) == 1 and first["bf16"][0] != first["fp32"][0]
+
+
+@pytest.mark.slow
 def test_bf16_and_float32_runs_in_one_process(tmp_path, data_dir):
     """train.mixed_precision=bf16 really autocasts (the first loss moves a little, not a lot), and runs with
     different precisions can follow each other in one Python process (a notebook, quality.py)."""

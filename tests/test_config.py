@@ -47,8 +47,9 @@ def test_suffix_layout_needs_a_causal_student():
         load_config(None, ["student.family=seq2seq", "student.prompt_layout=suffix"])
     with pytest.raises(ConfigError, match="prompt_layout: prefix or suffix"):
         load_config(None, ["student.prompt_layout=middle"])
-    with pytest.raises(ConfigError, match="mixed_precision"):
+    with pytest.raises(ConfigError, match="mixed_precision: fp32, bf16 or auto"):
         load_config(None, ["train.mixed_precision=fp8"])
+    assert load_config(None, ["train.mixed_precision=auto"]).train.mixed_precision == "auto"
 
 
 def test_settings_differ_names_changed_settings_and_reads_old_configs():

@@ -126,8 +126,9 @@ class TrainConfig:
     of one concatenated forward padded to the longest rationale row; same loss, fewer padded tokens
     (faster on a compute-bound CPU: see benchmarks/results/throughput.json). Unused with the suffix layout."""
     mixed_precision: str = "fp32"
-    """fp32 (float32 math) or bf16 (autocast matmuls to bfloat16, float32 weights and optimiser; faster on CPUs
-    and GPUs with bf16 units, not bit-exact)."""
+    """fp32 (float32 math), bf16 (autocast matmuls to bfloat16, float32 weights and optimiser; faster on CPUs
+    and GPUs with bf16 units, not bit-exact; on a CPU without them, emulated and slower than fp32: a warning says
+    so), or auto (bf16 where the device has bf16 units, else fp32; metrics.json names the one used)."""
     compile: bool = False
     """torch.compile the training forward and backward (inductor, dynamic shapes). Same loss within float noise;
     the first step pays the compilation (about a minute for SmolLM2-135M on a 2-core CPU), so it pays off only on
@@ -243,7 +244,8 @@ def validate(cfg: RunConfig) -> None:
     check(s.prompt_layout in ("prefix", "suffix"), f"student.prompt_layout: prefix or suffix, got '{s.prompt_layout}'")
     check(s.prompt_layout == "prefix" or s.family == "causal",
           "student.prompt_layout: suffix needs a causal student (seq2seq students use prefix)")
-    check(t.mixed_precision in ("fp32", "bf16"), f"train.mixed_precision: fp32 or bf16, got '{t.mixed_precision}'")
+    check(t.mixed_precision in ("fp32", "bf16", "auto"),
+          f"train.mixed_precision: fp32, bf16 or auto, got '{t.mixed_precision}'")
     check(d.teacher_failures in TEACHER_FAILURE_POLICIES,
           f"data.teacher_failures: one of {', '.join(TEACHER_FAILURE_POLICIES)}, got '{d.teacher_failures}'")
     check(d.wrong_rationales in WRONG_RATIONALE_POLICIES,

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -234,6 +235,51 @@ _KERNEL_ISA = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni
                "sve", "bf16"}
 
 
+def _cpuinfo() -> dict:
+    """The first processor's fields of /proc/cpuinfo; {} where there is none (macOS, Windows)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+        return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+    except (OSError, ValueError):
+        return {}
+
+
+def cpu_isa() -> list[str]:
+    """The CPU's vector units that torch's kernels use (x86 flags, arm64 Features); [] where unknown."""
+    fields = _cpuinfo()
+    return sorted(f for f in (fields.get("flags") or fields.get("Features", "")).split() if f in _KERNEL_ISA)
+
+
+# avx512_bf16 (AMD Zen 4+, Intel Cooper Lake), amx_bf16 (Intel Sapphire Rapids+), bf16 (arm64 Features)
+_BF16_ISA = {"avx512_bf16", "amx_bf16", "bf16"}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 in hardware. Elsewhere bf16 autocast still runs but emulates it,
+    converting operands between the formats: slower than plain fp32 (0.35x the examples/s of fp32 measured on
+    an Intel Ice Lake CPU without avx512_bf16, where on a CPU with bf16 units it gave 1.6x; see
+    benchmarks/results/throughput.json, training_same_examples_icelake and training_same_examples)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and bool(_BF16_ISA & set(cpu_isa()))
+
+
+def resolve_precision(setting: str, device: torch.device) -> tuple[str, str | None]:
+    """train.mixed_precision -> (the precision used, a warning or None). ``auto`` is bf16 where the device has
+    bf16 units and fp32 elsewhere; an explicit bf16 is kept, with a warning where it will be emulated."""
+    if setting == "fp32":
+        return "fp32", None
+    native = native_bf16(device)
+    if setting == "auto":
+        return ("bf16" if native else "fp32"), None
+    if native:
+        return "bf16", None
+    what = "this GPU" if device.type == "cuda" else "this CPU (no avx512_bf16 / amx_bf16 / bf16 in its flags)"
+    return "bf16", (f"train.mixed_precision=bf16: {what} has no bf16 units, so autocast emulates bf16 and "
+                    "trains slower than fp32 (about 3x slower measured on such a CPU); use fp32, or auto to get "
+                    "bf16 only where the hardware has it")
+
+
 def machine_info(device: torch.device) -> dict:
     """What trained a run, for its metrics: the same seed and code give other numbers on another CPU model, thread
     count or library version (bf16 and the kernels' reduction order differ), so a result names its machine."""
@@ -241,18 +287,11 @@ def machine_info(device: torch.device) -> dict:
 
     import transformers
 
-    cpu, isa = platform.processor() or platform.machine(), []
-    try:  # Linux: the model name (often vague on cloud machines), family/model, and the vector units kernels use
-        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
-                      if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        cpu = fields.get("model name", cpu)
-        if "cpu family" in fields:
-            cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-        isa = sorted(f for f in (fields.get("flags") or fields.get("Features", "")).split() if f in _KERNEL_ISA)
-    except (OSError, ValueError):
-        pass
-    info = {"cpu": cpu, "isa": isa, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+    cpu, fields = platform.processor() or platform.machine(), _cpuinfo()
+    cpu = fields.get("model name", cpu)  # Linux: the model name (often vague on cloud machines) and family/model
+    if "cpu family" in fields:
+        cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    info = {"cpu": cpu, "isa": cpu_isa(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "transformers": transformers.__version__, "device": device.type}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -356,6 +395,9 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
         state = TrainState(**raw["state"])
         random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in raw["python_rng"]))
     machine = machine_info(accelerator.device)
+    precision, warning = resolve_precision(cfg.train.mixed_precision, accelerator.device)
+    if warning and is_main:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if state.step < total_steps and machine not in state.machines:
         state.machines.append(machine)
 
@@ -408,7 +450,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
         return stop[0]
 
     def autocast():
-        if cfg.train.mixed_precision == "bf16":
+        if precision == "bf16":
             return torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
@@ -488,7 +530,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
                       "best_step": state.best_step, "stopped_early": state.stopped_early,
                       "train_seconds": round(state.train_seconds, 1),
                       "examples_per_s": round(state.examples_seen / max(1e-9, state.train_seconds), 3),
-                      "processes": world, "machines": state.machines, "data": data.report, "splits": splits.info},
+                      "processes": world, "precision": precision, "machines": state.machines, "data": data.report, "splits": splits.info},
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         if not cfg.train.keep_checkpoint:
