@@ -173,12 +173,18 @@ def run_one(dataset: str, method: str, n_train, seed: int, lr: float, epochs: fl
 
 
 def machines_line(rows: list[dict]) -> str:
-    """Which CPUs trained the rows: the same cell gives other numbers on another CPU model or thread count."""
+    """Which CPUs trained the rows: the same cell gives other numbers on another CPU model or thread count, and
+    bf16 rows run several times slower on a CPU without bf16 units (benchmarks/README.md)."""
+    from stepdistill.student.train import BF16_ISA
+
     seen = Counter()
     for r in rows:
         for m in r.get("machines") or [None]:
-            seen["not recorded (trained before rows named their machine)" if m is None
-                 else f"{m['cpu']}, {m['threads']} thread{'s' * (m['threads'] != 1)}, torch {m['torch']}"] += 1
+            if m is None:
+                seen["not recorded (trained before rows named their machine)"] += 1
+                continue
+            units = "" if "isa" not in m else ", bf16 units" if BF16_ISA & set(m["isa"]) else ", no bf16 units"
+            seen[f"{m['cpu']}{units}, {m['threads']} thread{'s' * (m['threads'] != 1)}, torch {m['torch']}"] += 1
     return "Trained on: " + "; ".join(f"{k} ({n} rows)" for k, n in seen.most_common()) + "."
 
 

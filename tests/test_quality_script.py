@@ -345,3 +345,15 @@ def test_real_run_collect_names_the_command_commit_and_machine(repo, tmp_path, m
     assert result["command"].startswith("stepdistill run ") and result["git_commit"]
     assert result["machine"]["cpu_count"] >= 1 and result["machine"]["device"] == "cpu"
     assert result["wall_s"] == 12.5 and result["metrics"]["train"]["steps"] == 3
+
+
+def test_machines_line_says_whether_each_cpu_has_bf16_units(repo, monkeypatch):
+    monkeypatch.syspath_prepend(str(repo / "benchmarks"))
+    import quality
+
+    line = quality.machines_line([
+        {"machines": [{"cpu": "Zen", "threads": 2, "torch": "2", "isa": ["avx512_bf16", "avx512f"]}]},
+        {"machines": [{"cpu": "Ice Lake", "threads": 1, "torch": "2", "isa": ["avx512f"]}]},
+        {"machines": [{"cpu": "Old", "threads": 2, "torch": "2"}]}, {}])
+    assert "Zen, bf16 units, 2 threads" in line and "Ice Lake, no bf16 units, 1 thread," in line
+    assert "Old, 2 threads" in line and "not recorded" in line

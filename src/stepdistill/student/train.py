@@ -251,7 +251,7 @@ def cpu_isa() -> list[str]:
 
 
 # avx512_bf16 (AMD Zen 4+, Intel Cooper Lake), amx_bf16 (Intel Sapphire Rapids+), bf16 (arm64 Features)
-_BF16_ISA = {"avx512_bf16", "amx_bf16", "bf16"}
+BF16_ISA = {"avx512_bf16", "amx_bf16", "bf16"}
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -261,7 +261,7 @@ def native_bf16(device: torch.device) -> bool:
     benchmarks/results/throughput.json, training_same_examples_icelake and training_same_examples)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device.type == "cpu" and bool(_BF16_ISA & set(cpu_isa()))
+    return device.type == "cpu" and bool(BF16_ISA & set(cpu_isa()))
 
 
 def resolve_precision(setting: str, device: torch.device) -> tuple[str, str | None]:
