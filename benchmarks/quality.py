@@ -746,8 +746,9 @@ def write_report(rows: list[dict], args, out_dir: Path) -> dict:
     for entry in analysis["comparisons"]:
         ds, n = entry["dataset"], entry["n_train"]
         trained = (f"Every row here was trained with `{' '.join(entry['options'])}`." if entry["options"] else "")
-        lines += [f"## {ds}, n_train = {size_tag(n)}" + (" (with overrides)" if entry["options"] else ""), "",
-                  DATASETS.get(ds, {}).get("note", "") + (" " + trained if trained else ""), "",
+        lines += [f"## {ds}, n_train = {size_tag(n)}" + (f" ({', '.join(entry['options'])})" if entry["options"]
+                                                          else ""), "",
+                  DATASETS.get(ds, {}).get("note", "") + (". " + trained if trained else ""), "",
                   "| method | tuned lr, epochs | valid | test (tuned) | Δ vs FT, McNemar p | Δ 95% interval, "
                   "seeds × rows | test (same settings: "
                   f"lr {args.same_lr:g}, {args.same_epochs:g} ep) | Δ vs FT, p | paper T5-base | PaLM teacher |",
@@ -863,8 +864,12 @@ def summary_table(comparisons: list[dict]) -> list[str]:
     by_dataset: dict[str, list[dict]] = {}
     for e in comparisons:
         by_dataset.setdefault(e["dataset"], []).append(e)
-    main_entry = {ds: max(es, key=lambda e: float("inf") if e["n_train"] is None else e["n_train"])  # None: all
-                  for ds, es in by_dataset.items()}
+    def rank(e: dict) -> tuple:  # the largest training set (None: all); among groups of it (other --set
+        # overrides), the one with the most methods, then the most runs, then the fewest overrides
+        return (float("inf") if e["n_train"] is None else e["n_train"], len(e["tuned"]),
+                sum(len(t["seeds"]) for t in e["tuned"].values()), -len(e["options"]))
+
+    main_entry = {ds: max(es, key=rank) for ds, es in by_dataset.items()}
     if not main_entry:
         return []
     lines = ["## Summary: each dataset's largest training set, every method at its tuned setting", "",

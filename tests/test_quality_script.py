@@ -357,3 +357,22 @@ def test_machines_line_says_whether_each_cpu_has_bf16_units(repo, monkeypatch):
         {"machines": [{"cpu": "Old", "threads": 2, "torch": "2"}]}, {}])
     assert "Zen, bf16 units, 2 threads" in line and "Ice Lake, no bf16 units, 1 thread," in line
     assert "Old, 2 threads" in line and "not recorded" in line
+
+
+def test_summary_shows_the_fullest_comparison_when_a_dataset_has_groups_with_other_overrides(repo, monkeypatch):
+    """A one-seed precision check trained with other --set overrides must not replace the main comparison of the
+    same dataset and size in the summary."""
+    monkeypatch.syspath_prepend(str(repo / "benchmarks"))
+    import quality
+
+    def tuned(mean, seeds):
+        return {"test_mean": mean, "test_sd": 0.0, "seeds": list(range(seeds)), "lr": 1e-4, "epochs": 3.0}
+
+    check = {"dataset": "anli1", "n_train": None, "options": ["student.prompt_layout=suffix"],
+             "tuned": {"standard_ft": tuned(0.493, 1)}}
+    main = {"dataset": "anli1", "n_train": None,
+            "options": ["student.prompt_layout=suffix", "train.mixed_precision=bf16"],
+            "tuned": {"standard_ft": tuned(0.497, 3), "dsbs": tuned(0.522, 3)}}
+    for order in ([check, main], [main, check]):
+        row = next(x for x in quality.summary_table(order) if x.startswith("| anli1"))
+        assert "49.7 ± 0.0 (3 seeds" in row and "52.2 ± 0.0 (3 seeds" in row
