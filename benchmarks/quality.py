@@ -169,6 +169,7 @@ def run_one(dataset: str, method: str, n_train, seed: int, lr: float, epochs: fl
         "wall_s": round(time.time() - t0, 1) if not done else None,
         "train_seconds": train.get("train_seconds"), "git_commit": git_commit(), "run_dir": str(run_dir),
         "options": METHOD_OPTIONS.get(method, []) + (args.set or []), "machines": train.get("machines"),
+        "precision": train.get("precision"),  # the one used (train.mixed_precision=auto resolves per machine)
     }
 
 
@@ -270,7 +271,8 @@ def restore(cells: list[tuple], rows: list[dict], args, log: Path, out_dir: Path
               flush=True)
         row = run_one(*cell, args)
         row["replaced"] = {k: old.get(k) for k in ("test_accuracy", "valid_accuracy", "steps", "best_step",
-                                                   "wall_s", "train_seconds", "git_commit", "run_dir", "machines")}
+                                                   "wall_s", "train_seconds", "git_commit", "run_dir", "machines",
+                                                   "precision")}
         rows[i] = row
         tmp = log.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

@@ -34,6 +34,7 @@ def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
             assert key in r
         assert r["n_test"] == 8 and r["student"] == "tiny-random-llama"
         assert [m["threads"] for m in r["machines"]] == [1]  # --threads 1, one process, named in the row
+        assert r["precision"] == "fp32"
     summary = json.loads((tmp_path / "out" / "quality.json").read_text())
     comp = summary["comparisons"]
     main = next(c for c in comp if c["n_train"] == 16)
