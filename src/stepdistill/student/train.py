@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -235,8 +236,10 @@ _KERNEL_ISA = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni
                "sve", "bf16"}
 
 
+@functools.lru_cache(maxsize=1)
 def _cpuinfo() -> dict:
-    """The first processor's fields of /proc/cpuinfo; {} where there is none (macOS, Windows)."""
+    """The first processor's fields of /proc/cpuinfo; {} where there is none (macOS, Windows). Read once per
+    process: machine_info and native_bf16 both need it. Callers must not modify it."""
     try:
         text = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
         return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
@@ -530,7 +533,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
                       "best_step": state.best_step, "stopped_early": state.stopped_early,
                       "train_seconds": round(state.train_seconds, 1),
                       "examples_per_s": round(state.examples_seen / max(1e-9, state.train_seconds), 3),
-                      "processes": world, "precision": precision, "machines": state.machines, "data": data.report, "splits": splits.info},
+                      "processes": world, "precision": precision, "machines": state.machines, "data": data.report,
+                      "splits": splits.info},
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         if not cfg.train.keep_checkpoint:
