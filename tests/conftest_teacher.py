@@ -49,7 +49,8 @@ def write_task(folder: Path, n: int = 12) -> Path:
     (folder / "exemplars.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ex))
     (folder / "task.yaml").write_text(
         "name: reviews\ntype: classification\nlabels: [positive, negative]\n"
-        "input_template: 'Review: {text}'\nfiles:\n  train: train.jsonl\nexemplars: exemplars.jsonl\n")
+        "input_template: 'Review: {text}'\nfiles:\n  train: train.jsonl\nexemplars: exemplars.jsonl\n"
+        "test_fraction: 0\n")  # the whole file is the pool (no test split carved out of it)
     return folder / "task.yaml"
 
 

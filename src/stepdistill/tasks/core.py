@@ -59,6 +59,7 @@ class Task:
     root: str | None = None  # custom tasks: the folder of their YAML file
     exemplars: str | None = None  # teacher few-shot exemplars file (teacher stage)
     license: str = ""
+    source: Any = field(default=None, repr=False, compare=False)  # custom tasks: tasks.formats.Source
 
     # ---- formatting -------------------------------------------------------------------------
     def format_input(self, row: Mapping[str, Any]) -> str:
@@ -81,6 +82,8 @@ class Task:
 
     def read(self, split: str, data_dir: str | os.PathLike | None = None) -> list[Example]:
         """All rows of one file (``pool``, ``valid`` or ``test``) as :class:`Example`."""
+        if self.source is not None:  # custom tasks: any data format, bad rows skipped and reported
+            return self.source.read(self, split)
         path = self.path(split, data_dir)
         return [self.to_example(row, path, lineno) for lineno, row in read_jsonl(path)]
 

@@ -1,4 +1,5 @@
-"""User tasks from a small YAML spec plus JSONL files, no Python needed.
+"""User tasks from a small YAML spec plus data files (JSONL, CSV, TSV, Parquet) or a Hugging Face dataset,
+no Python needed; reading is in ``tasks/formats.py``.
 
 Example ``mytask/task.yaml``::
 
@@ -13,10 +14,16 @@ Example ``mytask/task.yaml``::
       choices: choices              # multiple_choice only
       rationale: teacher_rationale
       teacher_label: teacher_label
-    files:                          # relative to this YAML file
+    files:                          # relative to this YAML file: .jsonl, .json, .csv, .tsv, .parquet
       train: train.jsonl            # the training pool
       valid: valid.jsonl            # optional: else 10% of train is held out (seed 0)
-      test: test.jsonl              # optional
+      test: test.jsonl              # optional: else test_fraction of train is held out (seed 0)
+    # or, instead of files: a Hugging Face dataset (save_to_disk folder relative to this file, or hub name)
+    # dataset: my_dataset           # splits train / validation / test found by name, or name them:
+    # splits: {train: train, valid: validation, test: test}
+    columns: {review: text}         # optional renames: source column -> the field name used here
+    max_bad_rows: 0.05              # bad rows skipped and reported (file:line); more than this fails
+    test_fraction: 0.1              # share of train held out as test (seed 0) when there is no test split; 0: none
     exemplars: exemplars.jsonl      # optional: few-shot exemplars for the teacher stage
 """
 
@@ -29,9 +36,10 @@ import yaml
 from stepdistill.errors import ConfigError, StepdistillError
 from stepdistill.tasks.answers import ANSWER_TYPES, Classification, MultipleChoice
 from stepdistill.tasks.core import Task
+from stepdistill.tasks.formats import SPEC_KEYS, source_from_spec
 
 KNOWN_KEYS = {"name", "description", "type", "labels", "input_template", "fields", "files", "exemplars",
-              "max_new_tokens", "license", "notes"}
+              "max_new_tokens", "license", "notes", *SPEC_KEYS}
 
 
 def load_task_spec(path: str | Path) -> Task:
@@ -47,7 +55,7 @@ def load_task_spec(path: str | Path) -> Task:
     problems = []
     for key in sorted(set(spec) - KNOWN_KEYS):
         problems.append(f"{path}: unknown key '{key}' (known: {', '.join(sorted(KNOWN_KEYS))})")
-    for key in ("name", "type", "input_template", "files"):
+    for key in ("name", "type", "input_template"):
         if key not in spec:
             problems.append(f"{path}: missing required key '{key}'")
     kind = spec.get("type")
@@ -58,13 +66,11 @@ def load_task_spec(path: str | Path) -> Task:
     elif kind == "classification" and any(isinstance(x, bool) for x in spec["labels"]):
         problems.append(f"{path}: 'labels' holds a YAML boolean (yes/no/true/false/on/off are read as booleans); "
                         "quote the labels, e.g. labels: [\"yes\", \"no\"]")
-    files = spec.get("files") or {}
-    if not isinstance(files, dict) or "train" not in files:
-        problems.append(f"{path}: 'files' must be a mapping with at least 'train'")
     fields = spec.get("fields") or {}
     if not isinstance(fields, dict):
         problems.append(f"{path}: 'fields' must be a mapping")
         fields = {}
+    source, mapped = source_from_spec(spec, path, problems)
     if problems:
         raise ConfigError(problems)
 
@@ -76,10 +82,6 @@ def load_task_spec(path: str | Path) -> Task:
         answer = ANSWER_TYPES.get(kind)()
     if "max_new_tokens" in spec:
         object.__setattr__(answer, "default_max_new_tokens", int(spec["max_new_tokens"]))
-    mapped = {"pool": files["train"]}
-    for split in ("valid", "test"):
-        if files.get(split):
-            mapped[split] = files[split]
     exemplars = spec.get("exemplars")
     return Task(
         name=str(spec["name"]),
@@ -95,4 +97,5 @@ def load_task_spec(path: str | Path) -> Task:
         root=str(path.parent.resolve()),
         exemplars=str((path.parent / exemplars).resolve()) if exemplars else None,
         license=str(spec.get("license", "")),
+        source=source,
     )
