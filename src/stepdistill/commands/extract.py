@@ -29,6 +29,10 @@ def add_arguments(p):
     t.add_argument("--output-field", default="teacher_output", help="precomputed: field of the raw output")
     t.add_argument("--seed", type=int, default=0, help="sampling seed")
     t.add_argument("--teacher-id", help="name of the teacher in the store (default backend:model)")
+    t.add_argument("--price-in", type=float, help="price per million prompt tokens (money spent and projected)")
+    t.add_argument("--price-out", type=float, help="price per million completion tokens")
+    t.add_argument("--max-cost", type=float, help="stop before the money spent on this store's answers could "
+                   "pass this (needs the prices); rerun with a higher one to continue")
     o = p.add_argument_group("output")
     o.add_argument("--samples", type=int, default=1, help="rationales per input (self-consistency; needs "
                    "--temperature > 0)")
@@ -54,7 +58,8 @@ def main(args) -> int:
         output_field=args.output_field, seed=args.seed)
     cfg = ExtractConfig(task=args.task, teacher=settings, data_dir=args.data_dir, split=args.split, limit=args.limit,
                         samples=args.samples, out=args.out, store=args.store, exemplars=args.exemplars,
-                        filter=args.filter, teacher_id=args.teacher_id)
+                        filter=args.filter, teacher_id=args.teacher_id, price_in=args.price_in,
+                        price_out=args.price_out, max_cost=args.max_cost)
     result = run(cfg, progress=not args.no_progress)
     print(format_summary(result.report))
     print(f"store: {result.store}\nexport: {result.export} ({result.report['exported']} rows; use it as "
@@ -62,6 +67,8 @@ def main(args) -> int:
     if result.report["failed_this_run"]:
         print(f"{result.report['failed_this_run']} request(s) failed (first: {result.report['failures'][0]}); "
               "rerun the same command to retry only those")
+        return 1
+    if result.report["cost"]["stopped_by_budget"]:
         return 1
     return 0
 
@@ -79,4 +86,10 @@ def format_summary(r: dict) -> str:
         f"  agreement with vote: {r['agreement_with_vote']}%; tokens: {r['prompt_tokens']} prompt + "
         f"{r['completion_tokens']} completion",
     ]
+    cost = r.get("cost") or {}
+    if cost.get("projected_total") is not None:
+        lines.append(f"  cost: {cost['spent']:.4f} spent ({cost['spent_this_run']:.4f} this run), "
+                     f"{cost['projected_total']:.4f} projected for all"
+                     + (f"; max_cost {cost['max_cost']:g}: {cost['not_asked_by_budget']} not asked"
+                        if cost.get("stopped_by_budget") else ""))
     return "\n".join(lines)

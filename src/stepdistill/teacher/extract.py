@@ -24,6 +24,7 @@ from stepdistill.tasks import Example, Task, get_task, load_splits, write_jsonl
 from stepdistill.teacher.backends import (
     TEACHERS, Completion, Job, TeacherError, TeacherSettings, create_teacher, job_seed,
 )
+from stepdistill.teacher.cost import Budget, Prices, stored_cost
 from stepdistill.teacher.parsing import OK, STATUSES, parse_official, official_correct, parse_output
 from stepdistill.teacher.prompts import build_template
 from stepdistill.teacher.store import RationaleStore, TeacherRecord
@@ -63,6 +64,12 @@ class ExtractConfig:
     """Export policy: all, parsed, vote or gold."""
     teacher_id: str | None = None
     """Name of the teacher in the store key (default: backend:model)."""
+    price_in: float | None = None
+    """Price per million prompt tokens (shown as money spent and projected; see teacher/cost.py)."""
+    price_out: float | None = None
+    """Price per million completion tokens."""
+    max_cost: float | None = None
+    """Stop before the money spent on this store's answers (for this task, prompt and teacher) could pass this."""
 
     def out_dir(self, task_name: str) -> Path:
         return Path(self.out or f"runs/teacher/{task_name}")
@@ -95,6 +102,10 @@ def validate(cfg: ExtractConfig) -> None:
         problems.append("--max-tokens must be >= 1")
     if cfg.teacher.concurrency < 1:
         problems.append("--concurrency must be >= 1")
+    if cfg.max_cost is not None and (cfg.price_in is None and cfg.price_out is None or cfg.max_cost < 0):
+        problems.append("--max-cost needs --price-in and/or --price-out (per million tokens) and must be >= 0")
+    if any(p is not None and p < 0 for p in (cfg.price_in, cfg.price_out)):
+        problems.append("--price-in and --price-out must be >= 0")
     if cfg.teacher.backend not in TEACHERS:
         problems.append(f"--teacher: unknown backend '{cfg.teacher.backend}'; known: {', '.join(TEACHERS.names())}")
     if problems:
@@ -123,7 +134,7 @@ class Progress:
 
     def __init__(self, total: int, done: int, enabled: bool = True):
         self.total, self.done, self.failures, self.t0 = total, done, 0, time.monotonic()
-        self.bar = None
+        self.bar, self.cost = None, ""  # cost: money spent and projected (teacher/cost.py), when priced
         if enabled:
             try:
                 from tqdm import tqdm
@@ -140,7 +151,8 @@ class Progress:
             self.failures += 1
         if self.bar is not None:
             self.bar.update(1 if ok else 0)
-            self.bar.set_postfix(failed=self.failures, retries=retries, refresh=False)
+            self.bar.set_postfix(failed=self.failures, retries=retries, **({"cost": self.cost} if self.cost else {}),
+                                 refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -148,29 +160,42 @@ class Progress:
 
 
 async def _drive(backend, jobs: list[Job], store: RationaleStore, task: Task, key: dict,
-                 progress: Progress) -> tuple[int, list[str]]:
-    """Run the jobs, storing each answer as it arrives; returns (stored, failure messages)."""
-    stored, failures = 0, []
+                 progress: Progress, budget: Budget) -> tuple[int, list[str]]:
+    """Run the jobs, storing each answer as it arrives; returns (stored, failure messages). The jobs go in
+    batches that ``budget`` can pay for in the worst case; the rest are left unasked (``budget.not_asked``)."""
+    stored, failures, pending = 0, [], list(jobs)
     try:
-        async for job, result in backend.generate(jobs):
-            if isinstance(result, TeacherError):
-                raise result
-            if isinstance(result, BaseException):
-                failures.append(f"{job.example.id}#{job.sample_index}: {result}")
-                progress.update(False, getattr(backend, "retries", 0))
-                continue
-            assert isinstance(result, Completion)
-            parsed = parse_output(task, result.text, job.example.row, result.finish_reason)
-            record = TeacherRecord(
-                **key, example_id=job.example.id, sample_index=job.sample_index, raw_output=result.text,
-                rationale=parsed.rationale, label=parsed.label, status=parsed.status, reason=parsed.reason or None,
-                finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens, latency_s=result.latency_s, attempts=result.attempts)
-            stored += store.put(record)
-            progress.update(True, getattr(backend, "retries", 0))
+        while pending:
+            n = budget.affordable(pending)
+            if n == 0:
+                budget.not_asked = len(pending)
+                break
+            batch, pending = pending[:n], pending[n:]
+            async for job, result in backend.generate(batch):
+                if isinstance(result, TeacherError):
+                    raise result
+                if isinstance(result, BaseException):
+                    failures.append(f"{job.example.id}#{job.sample_index}: {result}")
+                    progress.update(False, getattr(backend, "retries", 0))
+                    continue
+                stored += _store(store, task, key, job, result)
+                budget.add(job, result.prompt_tokens, result.completion_tokens)
+                progress.cost = budget.postfix(progress.total - progress.done - 1, progress.done + 1)
+                progress.update(True, getattr(backend, "retries", 0))
     finally:
         await backend.aclose()
     return stored, failures
+
+
+def _store(store: RationaleStore, task: Task, key: dict, job: Job, result: Completion) -> bool:
+    assert isinstance(result, Completion)
+    parsed = parse_output(task, result.text, job.example.row, result.finish_reason)
+    record = TeacherRecord(
+        **key, example_id=job.example.id, sample_index=job.sample_index, raw_output=result.text,
+        rationale=parsed.rationale, label=parsed.label, status=parsed.status, reason=parsed.reason or None,
+        finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens, latency_s=result.latency_s, attempts=result.attempts)
+    return store.put(record)
 
 
 def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> ExtractResult:
@@ -216,9 +241,12 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
             f"{total - len(jobs)} stored, {len(jobs)} to ask; prompt {prompt_hash}; store {cfg.store_path(task.name)}")
         bar = Progress(total, total - len(jobs), enabled=progress)
         key = {"task": task.name, "prompt_hash": prompt_hash, "teacher": teacher}
+        prices = Prices(cfg.price_in, cfg.price_out)
+        budget = Budget(prices, cfg.teacher.max_tokens, cfg.max_cost,
+                        spent=stored_cost(prices, store.records(task.name, prompt_hash, teacher)))
         t0 = time.monotonic()
         try:
-            stored, failures = asyncio.run(_drive(backend, jobs, store, task, key, bar)) if jobs else (0, [])
+            stored, failures = asyncio.run(_drive(backend, jobs, store, task, key, bar, budget)) if jobs else (0, [])
         finally:
             bar.close()
         elapsed = time.monotonic() - t0
@@ -228,10 +256,14 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     records = [r for r in records if r.example_id in wanted and r.sample_index < cfg.samples]
     report = summarize(task, examples, records, cfg.samples)
     report.update(teacher=teacher, prompt_hash=prompt_hash, split=cfg.split, filter=cfg.filter,
-                  asked_this_run=len(jobs), stored_this_run=stored, failed_this_run=len(failures),
+                  asked_this_run=len(jobs) - budget.not_asked, stored_this_run=stored, failed_this_run=len(failures),
                   failures=failures[:20], seconds=round(elapsed, 2), settings=cfg.teacher.public())
     export_rows = export(task, examples, records, cfg.filter)
     report["exported"] = len(export_rows)
+    report["cost"] = budget.summary(len(examples) * cfg.samples, len(records))
+    if budget.not_asked:
+        log(f"stopped before max_cost {cfg.max_cost:g} could be passed: spent {budget.spent:.4f}, {budget.not_asked} "
+            f"request(s) not asked; the {len(records)} stored answers are kept: raise max_cost and rerun to continue")
     export_path = out_dir / "rationales.jsonl"
     write_jsonl(export_path, export_rows)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
