@@ -196,6 +196,9 @@ def dataset_raw(ds, label: str) -> Raw:
 
 # ---- from raw rows to examples ---------------------------------------------------------------------
 
+_SAID: set[str] = set()  # statements already made in this process (skipped rows, carved splits, ids)
+
+
 @dataclass
 class Source:
     """Where a custom task's splits come from, with the reading policy of its YAML."""
@@ -213,7 +216,6 @@ class Source:
     split_seed: int = 0
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True), repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
-    _said: set = field(default_factory=set, repr=False)
     stats: dict = field(default_factory=dict)
 
     def describe(self) -> dict[str, str]:
@@ -230,8 +232,8 @@ class Source:
         return self.test_fraction > 0 and "test" not in (self.dataset_splits if self.dataset else self.files)
 
     def _say(self, key: str, msg: str) -> None:
-        if key not in self._said:
-            self._said.add(key)
+        if key not in _SAID:  # once per process: every stage reads the task again
+            _SAID.add(key)
             self.log(msg)
 
     def dataset_dict(self) -> dict:
@@ -347,7 +349,7 @@ class Source:
             raise DataError(f"{where}: {reason} ({len(bad)} of {total} rows bad, more than max_bad_rows "
                             f"{self.max_bad_rows} in the task YAML allows)")
         key = f"bad:{raw.origin}:{split}"
-        if key in self._said:
+        if key in _SAID:
             return
         for where, reason in bad[:10]:
             self._say(key + where, f"skipped {where}: {reason}")

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from stepdistill.errors import ConfigError, StepdistillError
 from stepdistill.tasks import Example, Task, get_task, load_splits, write_jsonl
@@ -52,6 +52,9 @@ class ExtractConfig:
     """split=train: subsample it exactly as the student's data.train_size does (with ``seed``)."""
     seed: int = 0
     """split=train: the student's train.seed, for the same subsample."""
+    split_settings: Mapping[str, Any] = field(default_factory=dict)
+    """split=train/valid/test: more of the student's data settings (valid_size, test_size, valid_fraction), so
+    that the teacher answers exactly the rows the student trains, validates and is tested on."""
     samples: int = 1
     """Rationales per input (self-consistency); > 1 needs a temperature > 0."""
     out: str | None = None
@@ -113,11 +116,12 @@ def validate(cfg: ExtractConfig) -> None:
 
 
 def select_examples(task: Task, split: str, data_dir: str | None, limit: int | None,
-                    train_size: int | float | None = None, seed: int = 0) -> list[Example]:
+                    train_size: int | float | None = None, seed: int = 0, **split_settings) -> list[Example]:
     if split == "pool":
         rows = task.read("pool", data_dir)
     else:
-        splits = load_splits(task, data_dir, train_size=train_size, seed=seed, with_test=(split == "test"))
+        splits = load_splits(task, data_dir, train_size=train_size, seed=seed, with_test=(split == "test"),
+                             **split_settings)
         rows = getattr(splits, split)
         if rows is None:
             raise StepdistillError(f"task '{task.name}' has no test file")
@@ -203,7 +207,8 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     validate(cfg)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     task = get_task(cfg.task)
-    examples = select_examples(task, cfg.split, cfg.data_dir, cfg.limit, cfg.train_size, cfg.seed)
+    examples = select_examples(task, cfg.split, cfg.data_dir, cfg.limit, cfg.train_size, cfg.seed,
+                               **cfg.split_settings)
     if not examples:
         raise StepdistillError(f"task '{task.name}' split '{cfg.split}' has no examples")
     backend = create_teacher(cfg.teacher, task)
