@@ -112,3 +112,12 @@ def test_distill_runs_the_chain_resumes_and_keeps_to_the_budget(tmp_path, capsys
     # another result-changing setting on the same folder is refused
     with pytest.raises(StepdistillError, match=r"other settings \(train.lr\)"):
         distill.run(distill.load(path, ["train.lr=0.1"]))
+
+
+def test_example_config_and_task_load(repo):
+    cfg = distill.load(repo / "examples" / "reviews-csv" / "distill.yaml")
+    assert [m["id"] for m in cfg.methods] == ["dsbs", "standard"] and cfg.max_cost == 1.0
+    from stepdistill.tasks import get_task, load_splits
+
+    splits = load_splits(get_task(cfg.task))
+    assert (len(splits.train), len(splits.valid), len(splits.test)) == (130, 14, 16)
