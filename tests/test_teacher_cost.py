@@ -30,7 +30,7 @@ def test_budget_counts_worst_cases_and_learns_the_token_ratio():
     assert budget.spent == pytest.approx((50 + 20) / 1e6) and budget.tokens_per_char == 0.25
     assert budget.affordable([_job(200)] * 10) == 3  # (1e-3 - 70e-6) / 251e-6 = 3.7
     assert Budget(Prices(), max_tokens=10, max_cost=None).affordable([_job(5)] * 4) == 4
-    assert budget.projected(remaining=9, stored=1) == pytest.approx(10 * 70e-6)
+    assert budget.projected(remaining=9) == pytest.approx(10 * 70e-6)
 
 
 def test_max_cost_needs_prices(tmp_path):

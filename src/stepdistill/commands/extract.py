@@ -88,8 +88,10 @@ def format_summary(r: dict) -> str:
     ]
     cost = r.get("cost") or {}
     if cost.get("projected_total") is not None:
-        lines.append(f"  cost: {cost['spent']:.4f} spent ({cost['spent_this_run']:.4f} this run), "
-                     f"{cost['projected_total']:.4f} projected for all"
+        from stepdistill.teacher.cost import money
+
+        lines.append(f"  cost: {money(cost['spent'])} spent ({money(cost['spent_this_run'])} this run), "
+                     f"{money(cost['projected_total'])} projected for all"
                      + (f"; max_cost {cost['max_cost']:g}: {cost['not_asked_by_budget']} not asked"
                         if cost.get("stopped_by_budget") else ""))
     return "\n".join(lines)

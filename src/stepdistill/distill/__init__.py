@@ -78,6 +78,7 @@ def _begin(cfg: DistillConfig, log: Callable[[str], None]) -> list[str]:
 def extract(cfg: DistillConfig, root: Path, run_cfg, log) -> tuple[dict, str | None]:
     """Teacher answers for the rows the students train, validate and are tested on; returns (the reports by
     split, why it stopped early or None). The train and valid exports are joined into teacher/rationales.jsonl."""
+    from stepdistill.teacher.cost import money
     from stepdistill.teacher.extract import ExtractConfig, run
 
     reports = {}
@@ -95,10 +96,10 @@ def extract(cfg: DistillConfig, root: Path, run_cfg, log) -> tuple[dict, str | N
         reports[split] = result.report
         if result.report["cost"]["stopped_by_budget"]:
             c = result.report["cost"]
-            return reports, (f"teacher budget reached: {c['spent']:.4f} spent of max_cost {cfg.max_cost:g} "
+            return reports, (f"teacher budget reached: {money(c['spent'])} spent of max_cost {cfg.max_cost:g} "
                              f"({c['not_asked_by_budget']} {split} request(s) not asked, projected total "
-                             f"{c['projected_total']:.4f}); every answer so far is stored: raise teacher.max_cost "
-                             "and rerun the same command to continue")
+                             f"{money(c['projected_total'])}); every answer so far is stored: raise "
+                             "teacher.max_cost and rerun the same command to continue")
         if result.report["failed_this_run"]:
             raise StepdistillError(f"the teacher failed on {result.report['failed_this_run']} {split} input(s) "
                                    f"(first: {result.report['failures'][0]}); rerun the same command to retry "

@@ -165,7 +165,9 @@ def markdown(r: dict) -> str:
               f", test {_fmt(t['parse_rate']['test'], '%')}",
               f"- tokens: {tok['prompt']:,} in, {tok['completion']:,} out"]
     if cost.get("projected_total") is not None:
-        lines.append(f"- money: {cost['spent']:.4f} spent (prices per million tokens: in "
+        from stepdistill.teacher.cost import money
+
+        lines.append(f"- money: {money(cost['spent'])} spent (prices per million tokens: in "
                      f"{cost['prices_per_million']['input']}, out {cost['prices_per_million']['output']}; "
                      f"max_cost {_fmt(cost['max_cost'])})")
     rows = r["data"]["rows"]

@@ -32,6 +32,13 @@ class Prices:
         return ((prompt_tokens or 0) * (self.input or 0.0) + (completion_tokens or 0) * (self.output or 0.0)) / 1e6
 
 
+def money(x: float | None) -> str:
+    """An amount with the digits that matter: 12.35, 0.0840, 0.000412."""
+    if x is None:
+        return "n/a"
+    return f"{x:.2f}" if abs(x) >= 10 else f"{x:.4f}" if abs(x) >= 0.01 or x == 0 else f"{x:.6f}"
+
+
 def prompt_chars(job) -> int:
     """Characters a job sends (chat turns or completion text); 0 for imports, which cost nothing."""
     prompt = getattr(job, "prompt", None)
@@ -51,6 +58,7 @@ class Budget:
     max_tokens: int
     max_cost: float | None = None
     spent: float = 0.0
+    answers_before: int = 0  # stored answers that ``spent`` already counts
     spent_now: float = 0.0
     answered_now: int = 0
     tokens_per_char: float = START_TOKENS_PER_CHAR
@@ -89,29 +97,29 @@ class Budget:
         self.answered_now += 1
         return cost
 
-    def projected(self, remaining: int, stored: int) -> float | None:
-        """Total for every request of the job: what is spent plus the remaining requests at the average so far."""
+    def projected(self, remaining: int) -> float | None:
+        """What is spent plus ``remaining`` requests at the average cost of the stored answers so far."""
+        answers = self.answers_before + self.answered_now
         if not self.prices.known:
             return None
-        answered = max(stored, 1)
-        return self.spent + remaining * (self.spent / answered)
+        return self.spent + (remaining * self.spent / answers if answers else 0.0)
 
-    def postfix(self, remaining: int, stored: int) -> str:
+    def postfix(self, remaining: int) -> str:
         if not self.prices.known:
             return ""
-        text = f"${self.spent:.4f}"
-        projected = self.projected(remaining, stored)
-        if projected is not None and stored:
-            text += f" (projected ${projected:.4f})"
-        return text + (f" of max ${self.max_cost:g}" if self.max_cost is not None else "")
+        text = money(self.spent)
+        projected = self.projected(remaining)
+        if projected is not None and self.answers_before + self.answered_now:
+            text += f" (projected {money(projected)})"
+        return text + (f" of max {self.max_cost:g}" if self.max_cost is not None else "")
 
     def summary(self, total_requests: int, stored: int) -> dict:
+        projected = self.projected(total_requests - stored)
         return {
             "prices_per_million": {"input": self.prices.input, "output": self.prices.output},
             "spent": round(self.spent, 6),
             "spent_this_run": round(self.spent_now, 6),
-            "projected_total": None if self.projected(total_requests - stored, stored) is None
-            else round(self.projected(total_requests - stored, stored), 6),
+            "projected_total": None if projected is None else round(projected, 6),
             "max_cost": self.max_cost,
             "stopped_by_budget": self.not_asked > 0,
             "not_asked_by_budget": self.not_asked,

@@ -24,7 +24,7 @@ from stepdistill.tasks import Example, Task, get_task, load_splits, write_jsonl
 from stepdistill.teacher.backends import (
     TEACHERS, Completion, Job, TeacherError, TeacherSettings, create_teacher, job_seed,
 )
-from stepdistill.teacher.cost import Budget, Prices, stored_cost
+from stepdistill.teacher.cost import Budget, Prices, money, stored_cost
 from stepdistill.teacher.parsing import OK, STATUSES, parse_official, official_correct, parse_output
 from stepdistill.teacher.prompts import build_template
 from stepdistill.teacher.store import RationaleStore, TeacherRecord
@@ -184,7 +184,7 @@ async def _drive(backend, jobs: list[Job], store: RationaleStore, task: Task, ke
                     continue
                 stored += _store(store, task, key, job, result)
                 budget.add(job, result.prompt_tokens, result.completion_tokens)
-                progress.cost = budget.postfix(progress.total - progress.done - 1, progress.done + 1)
+                progress.cost = budget.postfix(progress.total - progress.done - 1)
                 progress.update(True, getattr(backend, "retries", 0))
     finally:
         await backend.aclose()
@@ -247,8 +247,9 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
         bar = Progress(total, total - len(jobs), enabled=progress)
         key = {"task": task.name, "prompt_hash": prompt_hash, "teacher": teacher}
         prices = Prices(cfg.price_in, cfg.price_out)
-        budget = Budget(prices, cfg.teacher.max_tokens, cfg.max_cost,
-                        spent=stored_cost(prices, store.records(task.name, prompt_hash, teacher)))
+        before = list(store.records(task.name, prompt_hash, teacher))
+        budget = Budget(prices, cfg.teacher.max_tokens, cfg.max_cost, spent=stored_cost(prices, before),
+                        answers_before=len(before))
         t0 = time.monotonic()
         try:
             stored, failures = asyncio.run(_drive(backend, jobs, store, task, key, bar, budget)) if jobs else (0, [])
@@ -267,8 +268,9 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     report["exported"] = len(export_rows)
     report["cost"] = budget.summary(len(examples) * cfg.samples, len(records))
     if budget.not_asked:
-        log(f"stopped before max_cost {cfg.max_cost:g} could be passed: spent {budget.spent:.4f}, {budget.not_asked} "
-            f"request(s) not asked; the {len(records)} stored answers are kept: raise max_cost and rerun to continue")
+        log(f"stopped before max_cost {cfg.max_cost:g} could be passed: spent {money(budget.spent)}, {budget.not_asked} "
+            f"request(s) not asked; the {len(records)} stored answers for these rows are kept: raise max_cost and "
+            "rerun to continue")
     export_path = out_dir / "rationales.jsonl"
     write_jsonl(export_path, export_rows)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
