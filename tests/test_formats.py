@@ -181,7 +181,8 @@ def test_spec_needs_files_or_dataset(tmp_path):
         get_task(_spec(tmp_path, files={"train": "a.csv"}, test_fraction=1.5))
 
 
-def test_missing_dataset_is_one_line(tmp_path):
-    pytest.importorskip("datasets")
+def test_missing_dataset_is_one_line(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # no network in tests: fail at once
     with pytest.raises(DataError, match="could not load dataset 'no_such_dataset_here'"):
         get_task(_spec(tmp_path, dataset="no_such_dataset_here"))
