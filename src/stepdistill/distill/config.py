@@ -36,6 +36,7 @@ TEACHER_EXTRAS = {"samples": int, "filter": str, "price_in": float | None, "pric
                   "max_cost": float | None, "teacher_id": str | None}
 # settings a rerun may change without starting over: how fast or how far the teacher goes, not what it answers
 RESUMABLE_CHANGES = {"teacher.max_cost", "teacher.price_in", "teacher.price_out", "teacher.concurrency",
+                     "teacher.base_url", "teacher.api_key_env",
                      "teacher.timeout", "teacher.max_retries", "teacher.retry_base", "teacher.retry_max",
                      "teacher.batch_size", "export.onnx", "export.dir", "train.num_threads",
                      "train.checkpoint_every", "train.keep_checkpoint", "train.compile"}
