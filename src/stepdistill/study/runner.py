@@ -140,7 +140,7 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     cells = spec.cells()
     import_reused(spec, cells, records, log)
     done = {r["cell"] for r in records}
-    todo = [c for c in cells if c.cid not in done]
+    todo = list({c.cid: c for c in reversed(cells) if c.cid not in done}.values())[::-1]  # arms alike: once
     estimates = [estimate_seconds(c, records) for c in todo]
     known = [e for e in estimates if e is not None]
     print(f"study {spec.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run"
