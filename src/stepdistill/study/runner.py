@@ -140,10 +140,16 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     cells = spec.cells()
     import_reused(spec, cells, records, log)
     done = {r["cell"] for r in records}
-    todo = list({c.cid: c for c in reversed(cells) if c.cid not in done}.values())[::-1]  # arms alike: once
+    todo = []
+    for c in cells:  # two arms that resolve to the same config share their cells: run once
+        if c.cid not in done:
+            done.add(c.cid)
+            todo.append(c)
+    done = {r["cell"] for r in records}
+    total = len({c.cid for c in cells})
     estimates = [estimate_seconds(c, records) for c in todo]
     known = [e for e in estimates if e is not None]
-    print(f"study {spec.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run"
+    print(f"study {spec.name}: {total} cells, {total - len(todo)} finished, {len(todo)} to run"
           + (f"; estimated {duration(sum(known) / max(1, jobs))} with {jobs} job(s)" if known else "")
           + (f" ({len(todo) - len(known)} cells without a measured rate)" if len(known) < len(todo) else ""))
     if dry_run:
@@ -152,7 +158,7 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
         return [r for r in records if r["cell"] in {c.cid for c in cells}]
     runs_dir = Path(spec.runs_dir) if spec.runs_dir else out / "runs"
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    progress = Progress(len(cells), len(cells) - len(todo), jobs, estimates)
+    progress = Progress(total, total - len(todo), jobs, estimates)
     if jobs <= 1:
         for cell in todo:
             progress.start(cell.label())
