@@ -25,11 +25,11 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, jobs: int = 1, 
 
     spec = load_spec(spec_path)
     out = Path(out) if out else Path("studies") / spec.name
-    out.mkdir(parents=True, exist_ok=True)
     if not report_only:
         run_study(spec, out, jobs=jobs, dry_run=dry_run)
         if dry_run:
             return out
+    out.mkdir(parents=True, exist_ok=True)
     log = RecordLog(out / "records.jsonl")
     cids = {c.cid for c in spec.cells()}
     records = [r for r in log.load() if r["cell"] in cids]

@@ -154,11 +154,12 @@ def import_reused(spec, cells, records: list[dict], log) -> int:
         for rec in rows:
             if rec["cell"] in by_cid and rec["cell"] not in have:
                 rec.update(arm=by_cid[rec["cell"]].arm, common=list(spec.set), imported_from=str(path))
-                log.append(rec)
+                if log is not None:  # None: a dry run, which writes nothing
+                    log.append(rec)
                 records.append(rec)
                 have.add(rec["cell"])
                 added.append(rec["cell"])
         for k in known:
-            if set(k["mine"] + k["base"]) <= have and set(k["mine"] + k["base"]) & set(added):
+            if log is not None and set(k["mine"] + k["base"]) <= have and set(k["mine"] + k["base"]) & set(added):
                 log.append_comparison(k)
     return len(added)

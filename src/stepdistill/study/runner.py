@@ -138,7 +138,7 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     log = RecordLog(out / "records.jsonl")
     records = log.load()
     cells = spec.cells()
-    import_reused(spec, cells, records, log)
+    import_reused(spec, cells, records, None if dry_run else log)
     done = {r["cell"] for r in records}
     todo = []
     for c in cells:  # two arms that resolve to the same config share their cells: run once

@@ -81,7 +81,7 @@ def rows_needed(groups: list[dict], records: list[dict], baseline: str, known: l
         base = [cells[c] for c in top["tuned"][baseline]["cells"]]
         for arm in [a for a in top["tuned"] if a != baseline]:
             found = None
-            for g in gs:
+            for g in gs[:-1]:  # fewer rows than the baseline's
                 if arm not in g["tuned"]:
                     continue
                 vs = versus([cells[c] for c in g["tuned"][arm]["cells"]], base, known)
@@ -97,8 +97,8 @@ def rows_needed(groups: list[dict], records: list[dict], baseline: str, known: l
                 evidence.append({"task": task, "student": student, "arm": arm, "train_size": g["train_size"],
                                  "baseline_train_size": top["train_size"], **vs})
             else:
-                sentences.append(f"{arm} matches {baseline} on {rows_text(top)} ({task}, {student}) at no training "
-                                 "set size tried.")
+                sentences.append(f"{arm} matches {baseline} on {rows_text(top)} ({task}, {student}) with no smaller "
+                                 "training set tried (the interval of the difference lies below 0 at each).")
     if not sentences:
         return None
     return {"question": "How many labelled rows does each arm need?", "answer": " ".join(sentences),
