@@ -132,3 +132,37 @@ def test_cell_identity_follows_the_resolved_config_not_the_arm_name(tmp_path):
 def test_bad_override_in_an_arm_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match="study.yaml: .*train.nonsense"):
         load_spec(write_study(tmp_path, methods={"a": ["train.nonsense=1"]}, baseline="a"))
+
+
+@pytest.mark.slow
+def test_study_jobs_run_cells_in_processes_with_the_threads_split(tmp_path):
+    spec_path, out = write_study(tmp_path, train_sizes=[8], seeds=[0]), tmp_path / "out"
+    proc = study(spec_path, "--out", out, "--jobs", "2")
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log[-3000:]
+    records = RecordLog(out / "records.jsonl").load()
+    assert sorted(r["arm"] for r in records) == ["dsbs", "standard_ft"]
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert all(m["threads"] == threads for r in records for m in r["machines"])
+    assert "[study] 2/2 cells done" in log and (out / "report.md").is_file()
+
+
+def test_report_with_several_students_plots_accuracy_vs_student_and_answers_the_size_question(tmp_path):
+    from stepdistill.study.report import write_report
+
+    spec = load_spec(write_study(tmp_path, students=["tiny-random-llama", "tiny-random-llama-2"]))
+    records = []
+    for c in spec.cells():
+        acc = {"standard_ft": 0.5, "dsbs": 0.625}[c.arm] + (0.25 if c.student.endswith("2") else 0)
+        correct = {f"r{i}": i < round(8 * acc) for i in range(8)}
+        records.append({"cell": c.cid, "arm": c.arm, "task": "tinysent", "common": [], "train_size": c.train_size,
+                        "n_train_used": c.train_size, "student": c.student, "seed": c.seed, "lr": c.lr,
+                        "epochs": c.epochs, "valid_accuracy": acc, "test_accuracy": acc, "n_test": 8,
+                        "correct": correct})
+    summary = write_report(spec, records, [], tmp_path)
+    assert summary["plots"] == ["accuracy_vs_examples.png", "accuracy_vs_examples_1.png", "accuracy_vs_student.png"]
+    assert all((tmp_path / p).stat().st_size for p in summary["plots"])
+    size = next(a for a in summary["answers"] if a["question"] == "How small can the student be?")
+    assert [e["passes_teacher"] for e in size["evidence"]] == [False, True]
+    teacher = next(a for a in summary["answers"] if "pass the teacher" in a["question"])
+    assert "dsbs (tinysent, tiny-random-llama-2) passes my teacher's 75.0% from 8 rows on" in teacher["answer"]
