@@ -166,3 +166,12 @@ def test_report_with_several_students_plots_accuracy_vs_student_and_answers_the_
     assert [e["passes_teacher"] for e in size["evidence"]] == [False, True]
     teacher = next(a for a in summary["answers"] if "pass the teacher" in a["question"])
     assert "dsbs (tinysent, tiny-random-llama-2) passes my teacher's 75.0% from 8 rows on" in teacher["answer"]
+
+
+def test_cell_identity_changes_when_a_custom_task_file_changes(tmp_path):
+    path = write_study(tmp_path)
+    before = {c.cid for c in load_spec(path).cells()}
+    assert {c.cid for c in load_spec(path).cells()} == before
+    with open(tmp_path / "train.jsonl", "a") as fh:
+        fh.write(json.dumps({"id": "extra", "text": "a fun film", "label": "positive"}) + "\n")
+    assert not {c.cid for c in load_spec(path).cells()} & before

@@ -21,12 +21,15 @@ Spec keys (paths are relative to the spec file)::
     teacher: {name: PaLM-540B, accuracy: 0.73}   # the horizontal line (default: the teacher labels' test accuracy)
     reuse: [../../benchmarks/results/quality.jsonl]   # finished cells of benchmarks/quality.py to reuse
 
-A cell's identity is a hash of its resolved run config (``identity``), so a cell finished by any study (or
-imported) with the same settings is never trained again.
+A cell's identity is a hash of its resolved run config and of the data files it names (a custom task and its
+JSONL files, ``data.rationales``) (``identity``), so a cell finished by any study (or imported) with the same
+settings and data is never trained again, and one whose data changed is. Paths inside ``--set`` overrides are
+read as on the command line (relative to the working directory).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -119,7 +122,41 @@ def identity(cfg) -> str:
         for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
             flat[section if key is None else f"{section}.{key}"] = value
     flat = {k: v for k, v in flat.items() if k not in NOT_IDENTITY}
+    files = input_files(cfg)
+    if files:  # a custom task or rationale file edited in place is another cell
+        flat["input_files"] = {str(f): file_digest(str(f), *stat_key(f)) for f in files}
     return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def input_files(cfg) -> list[Path]:
+    """The data files a config names directly: a custom task YAML with the files it lists, a rationale file."""
+    out = []
+    task = Path(cfg.data.task)
+    if cfg.data.task.endswith((".yaml", ".yml")) and task.is_file():
+        out.append(task)
+        try:
+            listed = (yaml.safe_load(task.read_text(encoding="utf-8")) or {}).get("files") or {}
+        except (yaml.YAMLError, AttributeError):
+            listed = {}
+        out += [task.parent / str(f) for f in (listed.values() if isinstance(listed, dict) else [])]
+    if cfg.data.rationales:
+        out.append(Path(cfg.data.rationales))
+    return [f for f in out if f.is_file()]
+
+
+def stat_key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=256)
+def file_digest(path: str, mtime_ns: int, size: int) -> str:
+    """sha1 of a file's bytes (cached per path, modification time and size: a grid hashes each file once)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def size_tag(n) -> str:
