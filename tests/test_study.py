@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -175,3 +176,10 @@ def test_cell_identity_changes_when_a_custom_task_file_changes(tmp_path):
     with open(tmp_path / "train.jsonl", "a") as fh:
         fh.write(json.dumps({"id": "extra", "text": "a fun film", "label": "positive"}) + "\n")
     assert not {c.cid for c in load_spec(path).cells()} & before
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "studies").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_study_spec_preset_loads(path):
+    spec = load_spec(path)
+    assert spec.cells() and spec.baseline in spec.methods

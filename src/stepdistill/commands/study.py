@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
                                  "studies/<name>)")
     p.add_argument("--jobs", type=int, default=1, help="cells run in N processes, the CPU threads split between them")
     p.add_argument("--dry-run", action="store_true", help="list the cells to run with a cost estimate and exit")
-    p.add_argument("--report-only", action="store_true", help="rebuild the report from the records; train nothing")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from the records (and the spec's reused rows); train nothing")
 
 
 def main(args) -> int:

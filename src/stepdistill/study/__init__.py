@@ -18,6 +18,7 @@ from pathlib import Path
 def run(spec_path: str | Path, out: str | Path | None = None, *, jobs: int = 1, dry_run: bool = False,
         report_only: bool = False) -> Path:
     """Run (or with ``report_only`` only report) the study of ``spec_path``; returns the output folder."""
+    from stepdistill.study.legacy import import_reused
     from stepdistill.study.records import RecordLog
     from stepdistill.study.report import write_report
     from stepdistill.study.runner import run_study
@@ -31,7 +32,10 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, jobs: int = 1, 
             return out
     out.mkdir(parents=True, exist_ok=True)
     log = RecordLog(out / "records.jsonl")
-    cids = {c.cid for c in spec.cells()}
-    records = [r for r in log.load() if r["cell"] in cids]
-    write_report(spec, records, log.comparisons, out)
+    cells = spec.cells()
+    records = log.load()
+    if report_only:  # reused cells count as finished without training anything
+        import_reused(spec, cells, records, log)
+    cids = {c.cid for c in cells}
+    write_report(spec, [r for r in records if r["cell"] in cids], log.comparisons, out)
     return out

@@ -59,8 +59,8 @@ def rationales_vs_plain(groups: list[dict], baseline: str) -> dict | None:
                 continue
             vs = t["vs_baseline"]
             sentences.append(f"On {rows_text(g)} of {task} ({student}), {arm} scores {pct(t['test_mean'])}% against "
-                             f"{baseline}'s {pct(base['test_mean'])}% at their tuned settings: {interval_text(vs)} "
-                             f"— {verdict(vs)}.")
+                             f"{baseline}'s {pct(base['test_mean'])}% at their tuned settings: {interval_text(vs)}"
+                             + ("." if vs.get("predictions_missing") else f" — {verdict(vs)}."))
             evidence.append({"task": task, "student": student, "train_size": g["train_size"], "arm": arm, **vs})
     if not sentences:
         return None
