@@ -28,15 +28,39 @@ def task_name(cfg) -> str:
 
 def run_cell(spec: StudySpec, cell: Cell, runs_dir: Path, threads: int | None) -> dict:
     """Train and test one cell with ``stepdistill.pipeline.run`` (resuming a killed run), give the memory back,
-    and return its record."""
+    and return its record. The run's own output (progress bars, validation lines) goes to ``<run dir>.log``, so
+    the study shows one progress display."""
+    import contextlib
+
+    from stepdistill.errors import StepdistillError
+
+    run_dir = runs_dir / cell.dir_name()
+    log_path = run_dir.with_name(run_dir.name + ".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        try:
+            train_and_test(spec, cell, run_dir, threads)
+        except StepdistillError as exc:
+            raise StepdistillError(f"cell {cell.label()} failed: {exc} (log: {log_path})") from None
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            raise StepdistillError(f"cell {cell.label()} failed: {type(exc).__name__}: {exc} (log: {log_path})") \
+                from exc
+    return record_from_run(cell, run_dir, time.time() - t0, spec.set, task_name(spec.resolve(cell.overrides)))
+
+
+def train_and_test(spec: StudySpec, cell: Cell, run_dir: Path, threads: int | None) -> None:
+    """Bring ``run_dir`` to a finished, tested run of ``cell``: skip, finish the test, resume, or train."""
     from stepdistill import evaluate
     from stepdistill.errors import StepdistillError
     from stepdistill.pipeline import release_memory, run
     from stepdistill.student.train import has_checkpoint, training_finished
 
-    run_dir = runs_dir / cell.dir_name()
     cfg = spec.resolve(list(cell.overrides) + ([f"train.num_threads={threads}"] if threads else []), run_dir)
-    t0 = time.time()
     if not finished_run(run_dir, cell):
         if training_finished(run_dir) and not has_checkpoint(run_dir) and same_cell(run_dir, cell):
             evaluate.run(run_dir, "test")  # killed during the test evaluation
@@ -44,12 +68,11 @@ def run_cell(spec: StudySpec, cell: Cell, runs_dir: Path, threads: int | None) -
             try:
                 run(cfg, resume=True)
             except StepdistillError as exc:  # the checkpoint is unusable: start again
-                print(f"cannot resume {run_dir} ({exc}); starting again", file=sys.stderr, flush=True)
+                print(f"cannot resume {run_dir} ({exc}); starting again", flush=True)
                 run(cfg, overwrite=True)
         else:
             run(cfg, overwrite=True)
     release_memory()
-    return record_from_run(cell, run_dir, time.time() - t0, spec.set, task_name(cfg))
 
 
 def same_cell(run_dir: Path, cell: Cell) -> bool:
@@ -115,8 +138,11 @@ class Progress:
 
     def show(self) -> None:
         running = "; running " + ", ".join(self.running) if self.running else ""
-        print(f"[study] {self.done}/{self.total} cells done{running}; ETA {duration(self.eta())}",
-              file=self.stream, flush=True)
+        line = f"[study] {self.done}/{self.total} cells done{running}; ETA {duration(self.eta())}"
+        if getattr(self.stream, "isatty", lambda: False)():  # a terminal: one line, updated in place
+            print("\r\033[K" + line, end="\n" if self.done == self.total else "", file=self.stream, flush=True)
+        else:
+            print(line, file=self.stream, flush=True)
 
     def start(self, label: str) -> None:
         self.running.append(label)
