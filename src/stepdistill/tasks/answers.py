@@ -109,8 +109,8 @@ class Equation:
     def normalize(self, text: str, row: Mapping[str, Any]) -> str | None:
         if not isinstance(text, str):
             return None
-        candidate = text.strip()
-        if try_eval(candidate) is not None:
+        candidate = text.strip().rstrip(".").strip()  # "72." is 72, stored as "72"
+        if candidate and try_eval(candidate) is not None:
             return candidate
         # the longest run of arithmetic characters that evaluates, e.g. "(10 * 45)." or "x = 84 / 2"
         runs = sorted((m.group(0).strip() for m in _EQUATION_CHARS.finditer(candidate)), key=len, reverse=True)

@@ -240,14 +240,23 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
 
 # ---- votes, report, export -------------------------------------------------------------------------
 
-def vote(records: list[TeacherRecord]) -> tuple[str | None, dict[str, int]]:
-    """Majority label over parsed samples; ties go to the label seen first (lowest sample index)."""
-    counts = Counter(r.label for r in sorted(records, key=lambda r: r.sample_index) if r.status == OK and r.label)
+def vote(records: list[TeacherRecord], task: Task | None = None,
+         row: dict | None = None) -> tuple[str | None, dict[str, int]]:
+    """Majority label over parsed samples, counting answers by value: with ``task``, samples whose labels
+    its answer type judges equal (``72`` and ``72.0``) vote together, under the label seen first. Ties go
+    to the label seen first (lowest sample index)."""
+    same = (lambda a, b: task.answer.correct(a, b, row or {})) if task is not None else (lambda a, b: a == b)
+    counts: dict[str, int] = {}  # keeps insertion order: the first label of each group names it
+    for r in sorted(records, key=lambda r: r.sample_index):
+        if r.status != OK or not r.label:
+            continue
+        group = next((label for label in counts if label == r.label or same(r.label, label)), r.label)
+        counts[group] = counts.get(group, 0) + 1
     if not counts:
         return None, {}
     best = max(counts.values())
-    winner = next(label for label in counts if counts[label] == best)  # Counter keeps insertion order
-    return winner, dict(counts)
+    winner = next(label for label in counts if counts[label] == best)
+    return winner, counts
 
 
 def summarize(task: Task, examples: list[Example], records: list[TeacherRecord], samples: int) -> dict:
@@ -260,7 +269,7 @@ def summarize(task: Task, examples: list[Example], records: list[TeacherRecord],
     official = task.name in ("cqa", "svamp", "esnli", "anli1")
     for ex in examples:
         recs = sorted(by_id.get(ex.id, []), key=lambda r: r.sample_index)
-        winner, _ = vote(recs)
+        winner, _ = vote(recs, task, ex.row)
         n_correct_vote += task.answer.correct(winner, ex.label, ex.row)
         if recs:
             first = recs[0]
@@ -272,7 +281,7 @@ def summarize(task: Task, examples: list[Example], records: list[TeacherRecord],
         for r in recs:
             if r.status == OK:
                 n_parsed_samples += 1
-                n_agree += r.label == winner
+                n_agree += winner is not None and task.answer.correct(r.label, winner, ex.row)
     n = len(examples)
     pct = lambda a, b: round(100.0 * a / b, 2) if b else None  # noqa: E731
     report = {
@@ -304,16 +313,17 @@ def export(task: Task, examples: list[Example], records: list[TeacherRecord], po
         recs = sorted(by_id.get(ex.id, []), key=lambda r: r.sample_index)
         if not recs:
             continue
-        winner, votes = vote(recs)
+        winner, votes = vote(recs, task, ex.row)
         ok = [r for r in recs if r.status == OK]
+        agrees = lambda r: winner is not None and task.answer.correct(r.label, winner, ex.row)  # noqa: E731
         if policy == "gold":
             pick = next((r for r in ok if task.answer.correct(r.label, ex.label, ex.row)), None)
         elif policy == "vote":
-            pick = next((r for r in ok if r.label == winner), None)
+            pick = next((r for r in ok if agrees(r)), None)
         elif policy == "parsed":
-            pick = next((r for r in ok if r.label == winner), ok[0] if ok else None)
+            pick = next((r for r in ok if agrees(r)), ok[0] if ok else None)
         else:
-            pick = next((r for r in ok if r.label == winner), ok[0] if ok else recs[0])
+            pick = next((r for r in ok if agrees(r)), ok[0] if ok else recs[0])
         if pick is None:
             continue
         parsed = pick.status == OK
