@@ -195,6 +195,9 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
 
         template = None
         prompt_text, prompt_hash = external, hashlib.sha256(external.encode()).hexdigest()[:16]
+    prepare = getattr(backend, "prepare", None)
+    if prepare is not None:
+        prepare(log)  # openai: probe the server (down? which model? how many slots?) before naming the teacher
     teacher = cfg.teacher_id or backend.identity()
     out_dir = cfg.out_dir(task.name)
     out_dir.mkdir(parents=True, exist_ok=True)
