@@ -124,6 +124,7 @@ class FakeOpenAIServer:
         self.slot_sem = threading.Semaphore(slots) if slots else None
         self.in_slot, self.max_in_slot = 0, 0
         self.computed = 0  # answers computed, including those whose client had gone
+        self.open_now, self.max_open = 0, 0  # completion requests being handled at once
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.log: list[tuple[float, str, str]] = []  # (time, query, outcome)
@@ -149,6 +150,16 @@ class FakeOpenAIServer:
                 return self._json(404, {"error": {"message": f"no route {self.path}"}})
 
             def do_POST(self):
+                with server.lock:
+                    server.open_now += 1
+                    server.max_open = max(server.max_open, server.open_now)
+                try:
+                    self._post()
+                finally:
+                    with server.lock:
+                        server.open_now -= 1
+
+            def _post(self):
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if self.path not in ("/v1/chat/completions", "/v1/completions"):

@@ -140,7 +140,14 @@ class Progress:
             self.failures += 1
         if self.bar is not None:
             self.bar.update(1 if ok else 0)
-            self.bar.set_postfix(failed=self.failures, retries=retries, refresh=False)
+            self.bar.set_postfix_str(f"failed {self.failures}, retries {retries}", refresh=False)
+
+    def waiting(self, in_flight: int, limit: int, oldest_s: float, retries: int) -> None:
+        """Redraw with the requests in flight and how long the oldest has waited (a slow teacher shows
+        signs of life before its first answer)."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"failed {self.failures}, retries {retries}, in flight {in_flight}/{limit}, "
+                                     f"waiting {oldest_s:.0f} s", refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -151,6 +158,7 @@ async def _drive(backend, jobs: list[Job], store: RationaleStore, task: Task, ke
                  progress: Progress) -> tuple[int, list[str]]:
     """Run the jobs, storing each answer as it arrives; returns (stored, failure messages)."""
     stored, failures = 0, []
+    ticker = asyncio.create_task(_show_in_flight(backend, progress))
     try:
         async for job, result in backend.generate(jobs):
             if isinstance(result, TeacherError):
@@ -169,8 +177,16 @@ async def _drive(backend, jobs: list[Job], store: RationaleStore, task: Task, ke
             stored += store.put(record)
             progress.update(True, getattr(backend, "retries", 0))
     finally:
+        ticker.cancel()
         await backend.aclose()
     return stored, failures
+
+
+async def _show_in_flight(backend, progress: Progress, every_s: float = 0.5) -> None:
+    limit = getattr(backend, "limit", None)  # an endpoint.AdaptiveLimit (openai); other backends have none
+    while limit is not None:
+        await asyncio.sleep(every_s)
+        progress.waiting(len(limit.in_flight), limit.limit, limit.oldest_wait(), getattr(backend, "retries", 0))
 
 
 def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> ExtractResult:
