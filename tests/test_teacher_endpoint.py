@@ -34,7 +34,7 @@ def test_malformed_base_url_names_the_flag_at_once(tmp_path, capsys):
     spec = write_task(tmp_path / "t", n=3)
     code, _, err, took = _extract(capsys, spec, tmp_path / "o", "--base-url", "htp:/127.0.0.1:8080/v1")
     line = _one_line_error(err)
-    assert code == 2 and took < 3 and "--base-url" in line and "htp:/127.0.0.1:8080/v1" in line
+    assert code == 2 and took < 10 and "--base-url" in line and "htp:/127.0.0.1:8080/v1" in line
     assert "http://" in line  # what a good one looks like
 
 
@@ -45,7 +45,7 @@ def test_teacher_that_is_down_is_reported_in_seconds(tmp_path, capsys):
     spec = write_task(tmp_path / "t", n=3)
     code, _, err, took = _extract(capsys, spec, tmp_path / "o", "--base-url", f"http://127.0.0.1:{port}/v1")
     line = _one_line_error(err)
-    assert code == 2 and took < 5, took
+    assert code == 2 and took < 10, took
     assert f"127.0.0.1:{port}" in line and "is the teacher server running" in line and "--base-url" in line
 
 
@@ -55,7 +55,7 @@ def test_reply_that_is_not_a_completion_is_one_clear_line(tmp_path, capsys, repl
     with FakeOpenAIServer(reply=reply) as server:
         code, _, err, took = _extract(capsys, spec, tmp_path / "o", "--base-url", server.url)
     line = _one_line_error(err)
-    assert code == 2 and took < 5 and says in line and "--base-url" in line, line
+    assert code == 2 and took < 10 and says in line and "--base-url" in line, line
     if reply == "html":
         assert "It works!" in line  # the start of what came back, to recognise the wrong server
 
@@ -87,7 +87,7 @@ def test_unset_key_variable_is_not_called_a_rejected_key(tmp_path, capsys, monke
         code, _, err, took = _extract(capsys, spec, tmp_path / "o", "--base-url", server.url,
                                       "--api-key-env", "MY_TEACHER_KEY")
         line = _one_line_error(err)
-        assert code == 2 and took < 5 and "MY_TEACHER_KEY is not set" in line and "rejected" not in line, line
+        assert code == 2 and took < 10 and "MY_TEACHER_KEY is not set" in line and "rejected" not in line, line
         monkeypatch.setenv("MY_TEACHER_KEY", "wrong")
         code, _, err, _ = _extract(capsys, spec, tmp_path / "o", "--base-url", server.url,
                                    "--api-key-env", "MY_TEACHER_KEY")

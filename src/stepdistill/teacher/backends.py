@@ -209,7 +209,7 @@ class OpenAITeacher:
         info = probe(where, self.key, self.settings.api_key_env, self.key_set,
                      min(self.settings.timeout, PROBE_TIMEOUT))
         self.models, self.served = info.models, served_instead(self.settings.model, info.models)
-        if self.served:
+        if self.served and self.settings.model not in info.models:
             log(f"warning: --model '{self.settings.model}' is not what {where} serves: it lists only "
                 f"'{info.models[0]}' and answers any model name with it, so the teacher is recorded as "
                 f"{self.identity()} (pass --model {info.models[0]} to silence this)")

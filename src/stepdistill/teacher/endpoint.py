@@ -131,13 +131,14 @@ def _slots(client, root: str) -> tuple[int | None, str | None]:
 
 
 def served_instead(requested: str, models: list[str] | None) -> str | None:
-    """The model to record when the server serves a single other model (it ignores the name asked for)."""
-    if not models or len(models) != 1 or requested in models:
+    """The teacher's name when the server serves a single model other than ``requested`` (it answers any
+    name with it) or names it by a file path (llama.cpp: then the file name); None to keep ``requested``."""
+    if not models or len(models) != 1:
         return None
     name = models[0]
-    if name.endswith(".gguf") or name.startswith("/"):  # a file path (llama.cpp): its name is the model
+    if name.endswith(".gguf") or name.startswith("/"):
         name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    return name
+    return None if name == requested else name
 
 
 @dataclass
