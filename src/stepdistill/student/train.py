@@ -24,7 +24,7 @@ from torch import nn
 
 from stepdistill.config import RunConfig, save_config, settings_differ
 from stepdistill.errors import StepdistillError
-from stepdistill.student.data import TrainingData, attach_rationales, build_training_data
+from stepdistill.student.data import TrainingData, attach_rationales, build_training_data, rationale_gaps
 from stepdistill.student.losses import IGNORE, multitask_loss, token_cross_entropy
 from stepdistill.student.predict import META_FILE, Student
 from stepdistill.student.shared import SharedInputLoss, collate_shared
@@ -362,6 +362,9 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
     data: TrainingData = build_training_data(cfg, task, train_examples, tokenizer)
     if missing is not None:
         data.report["rationale_records_missing"] = missing
+    gaps = rationale_gaps(cfg, data.report)
+    if gaps and is_main:
+        print(gaps, file=sys.stderr)
     valid_features = None
     if cfg.train.select_by == "loss":
         valid_features = build_training_data(cfg, task, splits.valid, tokenizer).features

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from stepdistill.config import DataConfig, TrainConfig
 from stepdistill.errors import ConfigError, StepdistillError
 from stepdistill.tasks import Example, Task, get_task, load_splits, write_jsonl
 from stepdistill.teacher.backends import (
@@ -46,11 +47,13 @@ class ExtractConfig:
     split: str = "pool"
     """pool (every training-pool row: what the student trains on), train, valid or test."""
     limit: int | None = None
-    """Only the first N examples of the split."""
+    """Only the first N examples of the split (not the rows a student samples: see ``train_size``)."""
     train_size: int | float | None = None
     """split=train: subsample it exactly as the student's data.train_size does (with ``seed``)."""
-    seed: int = 0
-    """split=train: the student's train.seed, for the same subsample."""
+    seed: int = field(default_factory=lambda: TrainConfig().seed)
+    """split=train: the student's train.seed, for the same subsample (default: the student's default)."""
+    valid_fraction: float = field(default_factory=lambda: DataConfig().valid_fraction)
+    """split=train/valid: the student's data.valid_fraction (the share of the pool held out)."""
     samples: int = 1
     """Rationales per input (self-consistency); > 1 needs a temperature > 0."""
     out: str | None = None
@@ -91,6 +94,10 @@ def validate(cfg: ExtractConfig) -> None:
         problems.append(f"--samples {cfg.samples} needs --temperature > 0 (e.g. 0.7): greedy samples are identical")
     if cfg.limit is not None and cfg.limit < 1:
         problems.append("--limit must be >= 1")
+    if cfg.train_size is not None and cfg.split != "train":
+        problems.append(f"--train-size subsamples the student's training rows (--split train), not --split {cfg.split}")
+    if cfg.train_size is not None and (isinstance(cfg.train_size, bool) or cfg.train_size <= 0):
+        problems.append("--train-size must be a positive count or a fraction <= 1")
     if cfg.teacher.max_tokens < 1:
         problems.append("--max-tokens must be >= 1")
     if cfg.teacher.concurrency < 1:
@@ -102,11 +109,15 @@ def validate(cfg: ExtractConfig) -> None:
 
 
 def select_examples(task: Task, split: str, data_dir: str | None, limit: int | None,
-                    train_size: int | float | None = None, seed: int = 0) -> list[Example]:
+                    train_size: int | float | None = None, seed: int = 0,
+                    valid_fraction: float = 0.1) -> list[Example]:
+    """The rows to ask about; ``train`` and ``valid`` come from the student's own split and subsample code
+    (``tasks.load_splits``, called with the arguments student.train.run passes)."""
     if split == "pool":
         rows = task.read("pool", data_dir)
     else:
-        splits = load_splits(task, data_dir, train_size=train_size, seed=seed, with_test=(split == "test"))
+        splits = load_splits(task, data_dir, train_size=train_size, seed=seed, valid_fraction=valid_fraction,
+                             with_test=(split == "test"))
         rows = getattr(splits, split)
         if rows is None:
             raise StepdistillError(f"task '{task.name}' has no test file")
@@ -194,7 +205,8 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     validate(cfg)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     task = get_task(cfg.task)
-    examples = select_examples(task, cfg.split, cfg.data_dir, cfg.limit, cfg.train_size, cfg.seed)
+    examples = select_examples(task, cfg.split, cfg.data_dir, cfg.limit, cfg.train_size, cfg.seed,
+                               cfg.valid_fraction)
     if not examples:
         raise StepdistillError(f"task '{task.name}' split '{cfg.split}' has no examples")
     backend = create_teacher(cfg.teacher, task)
@@ -249,6 +261,8 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     report.update(teacher=teacher, prompt_hash=prompt_hash, split=cfg.split, filter=cfg.filter,
                   asked_this_run=len(jobs), stored_this_run=stored, failed_this_run=len(failures),
                   failures=failures[:20], seconds=round(elapsed, 2), settings=cfg.teacher.public())
+    if cfg.split == "train":  # the student's data.train_size and train.seed these rows are for
+        report.update(train_size=cfg.train_size, train_seed=cfg.seed)
     export_rows = export(task, examples, records, cfg.filter)
     report["exported"] = len(export_rows)
     export_path = out_dir / "rationales.jsonl"
