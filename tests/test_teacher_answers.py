@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from stepdistill.tasks import get_task
 from stepdistill.teacher.extract import vote
