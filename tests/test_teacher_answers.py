@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from stepdistill.tasks import get_task
 from stepdistill.teacher.extract import vote
 from stepdistill.teacher.parsing import OK, parse_output
