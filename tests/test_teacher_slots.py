@@ -60,3 +60,14 @@ def test_progress_shows_requests_in_flight_before_any_answer(tmp_path, capsys):
     err = capsys.readouterr().err
     before_answer = err.split("1/1")[0]
     assert "in flight 1/8" in before_answer and "waiting 2 s" in before_answer, err
+
+
+def test_a_teacher_slower_than_the_timeout_even_alone_is_told_to_raise_it(tmp_path):
+    spec = write_task(tmp_path / "t", n=1)
+    with FakeOpenAIServer(delay=1.0) as server:
+        settings = TeacherSettings(model="m", base_url=server.url, timeout=0.3, max_retries=1, retry_base=0.01)
+        result = run(ExtractConfig(task=str(spec), teacher=settings, out=str(tmp_path / "o")), progress=False,
+                     log=lambda m: None)
+    assert result.report["failed_this_run"] == 1
+    failure = result.report["failures"][0]
+    assert "timed out after 0.3 s with no other request in flight" in failure and "raise --timeout" in failure

@@ -337,9 +337,9 @@ class OpenAITeacher:
                                "command to resume")
         if isinstance(last, o.APITimeoutError):
             alone = " with no other request in flight" if self.limit.limit == 1 else ""
-            raise StepdistillError(f"gave up after {tries} attempts: each timed out after {self.settings.timeout:g} s"
-                                   f"{alone}; the teacher needs longer per answer: raise --timeout (or lower "
-                                   "--max-tokens)")
+            raise StepdistillError(f"gave up after {tries} attempts, the last timed out after "
+                                   f"{self.settings.timeout:g} s{alone}: if the teacher needs longer per answer, "
+                                   "raise --timeout (or lower --max-tokens)")
         raise StepdistillError(f"gave up after {tries} attempts: {type(last).__name__}: {last}")
 
     async def generate(self, jobs: Sequence[Job]) -> AsyncIterator[tuple[Job, Completion | BaseException]]:
