@@ -295,7 +295,8 @@ class OpenAITeacher:
         async with self.limit.slot() as ticket:
             try:
                 done = await self._request(job)
-            except self.openai.APITimeoutError:
+            except self.openai.APITimeoutError as exc:
+                exc.alone = len(self.limit.in_flight) == 1  # nothing else was waiting on the server
                 lowered = self.limit.timed_out(ticket, self.settings.timeout)
                 if lowered:
                     self.log(lowered)
@@ -336,7 +337,7 @@ class OpenAITeacher:
                                "The answers stored so far are kept: start the server again and rerun the same "
                                "command to resume")
         if isinstance(last, o.APITimeoutError):
-            alone = " with no other request in flight" if self.limit.limit == 1 else ""
+            alone = " with no other request in flight" if getattr(last, "alone", False) else ""
             raise StepdistillError(f"gave up after {tries} attempts, the last timed out after "
                                    f"{self.settings.timeout:g} s{alone}: if the teacher needs longer per answer, "
                                    "raise --timeout (or lower --max-tokens)")
