@@ -153,6 +153,13 @@ class Progress:
             self.bar.update(1 if ok else 0)
             self.bar.set_postfix_str(f"failed {self.failures}, retries {retries}", refresh=False)
 
+    def write(self, msg: str, fallback: Callable[[str], None]) -> None:
+        """A message above the bar (or through ``fallback`` when there is no bar)."""
+        if self.bar is not None:
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            fallback(msg)
+
     def waiting(self, in_flight: int, limit: int, oldest_s: float, retries: int) -> None:
         """Redraw with the requests in flight and how long the oldest has waited (a slow teacher shows
         signs of life before its first answer)."""
@@ -223,9 +230,14 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
 
         template = None
         prompt_text, prompt_hash = external, hashlib.sha256(external.encode()).hexdigest()[:16]
+    bars: list[Progress] = []  # once the bar is up, the backend's messages print above it
+
+    def say(msg: str) -> None:
+        bars[0].write(msg, log) if bars else log(msg)
+
     prepare = getattr(backend, "prepare", None)
     if prepare is not None:
-        prepare(log)  # openai: probe the server (down? which model? how many slots?) before naming the teacher
+        prepare(say)  # openai: probe the server (down? which model? how many slots?) before naming the teacher
     teacher = cfg.teacher_id or backend.identity()
     out_dir = cfg.out_dir(task.name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -246,6 +258,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
         log(f"teacher {teacher} on {task.name}/{cfg.split}: {len(examples)} examples x {cfg.samples} sample(s); "
             f"{total - len(jobs)} stored, {len(jobs)} to ask; prompt {prompt_hash}; store {cfg.store_path(task.name)}")
         bar = Progress(total, total - len(jobs), enabled=progress)
+        bars.append(bar)
         key = {"task": task.name, "prompt_hash": prompt_hash, "teacher": teacher}
         t0 = time.monotonic()
         try:
