@@ -89,9 +89,8 @@ def extract(cfg: DistillConfig, root: Path, run_cfg, log) -> tuple[dict, str | N
                              train_size=d.train_size, seed=run_cfg.train.seed, samples=cfg.samples,
                              out=str(root / "teacher" / split), store=str(store), filter=cfg.filter,
                              teacher_id=cfg.teacher_id, price_in=cfg.price_in, price_out=cfg.price_out,
-                             max_cost=cfg.max_cost, split_settings={"valid_size": d.valid_size,
-                                                                    "test_size": d.test_size,
-                                                                    "valid_fraction": d.valid_fraction})
+                             max_cost=cfg.max_cost, valid_fraction=d.valid_fraction,
+                             split_settings={"valid_size": d.valid_size, "test_size": d.test_size})
         result = run(ecfg, log=log)
         reports[split] = result.report
         if result.report["cost"]["stopped_by_budget"]:
@@ -117,12 +116,12 @@ def train(cfg: DistillConfig, root: Path, overrides: dict, log) -> None:
     """Train every method; a run killed before resumes from its checkpoint, a finished one is kept."""
     from stepdistill.pipeline import release_memory
     from stepdistill.student import train as student_train
+    from stepdistill.student.rundir import has_checkpoint, training_finished
 
     for i, method in enumerate(cfg.methods, 1):
         run_cfg = cfg.run_config(method, root, **overrides)
         run_dir = run_cfg.run_dir()
-        finished = student_train.training_finished(run_dir)
-        resume = student_train.has_checkpoint(run_dir)
+        finished, resume = training_finished(run_dir), has_checkpoint(run_dir)
         if finished and not resume:
             log(f"[train {i}/{len(cfg.methods)}] {method['id']}: trained already ({run_dir})")
             continue

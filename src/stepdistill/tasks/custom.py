@@ -6,6 +6,7 @@ Example ``mytask/task.yaml``::
     name: sentiment
     description: movie review sentiment
     type: classification            # classification | multiple_choice | equation | numeric
+    # tolerance: 0.01               # numeric only: largest difference from gold counted as correct
     labels: [positive, negative]    # classification only
     input_template: "Review: {text}"   # {field} takes a row field; {choices} renders (a) ... lines
     fields:                         # optional renames (defaults shown)
@@ -34,12 +35,12 @@ from pathlib import Path
 import yaml
 
 from stepdistill.errors import ConfigError, StepdistillError
-from stepdistill.tasks.answers import ANSWER_TYPES, Classification, MultipleChoice
+from stepdistill.tasks.answers import ANSWER_TYPES, Classification, MultipleChoice, Numeric
 from stepdistill.tasks.core import Task
 from stepdistill.tasks.formats import SPEC_KEYS, source_from_spec
 
 KNOWN_KEYS = {"name", "description", "type", "labels", "input_template", "fields", "files", "exemplars",
-              "max_new_tokens", "license", "notes", *SPEC_KEYS}
+              "max_new_tokens", "license", "notes", "tolerance", *SPEC_KEYS}
 
 
 def load_task_spec(path: str | Path) -> Task:
@@ -66,6 +67,10 @@ def load_task_spec(path: str | Path) -> Task:
     elif kind == "classification" and any(isinstance(x, bool) for x in spec["labels"]):
         problems.append(f"{path}: 'labels' holds a YAML boolean (yes/no/true/false/on/off are read as booleans); "
                         "quote the labels, e.g. labels: [\"yes\", \"no\"]")
+    tolerance = spec.get("tolerance", 1e-6)
+    if "tolerance" in spec and (kind != "numeric" or isinstance(tolerance, bool)
+                                or not isinstance(tolerance, (int, float)) or tolerance < 0):
+        problems.append(f"{path}: 'tolerance' must be a number >= 0, and only type 'numeric' takes one")
     fields = spec.get("fields") or {}
     if not isinstance(fields, dict):
         problems.append(f"{path}: 'fields' must be a mapping")
@@ -78,6 +83,8 @@ def load_task_spec(path: str | Path) -> Task:
         answer = Classification(tuple(str(x) for x in spec["labels"]))
     elif kind == "multiple_choice":
         answer = MultipleChoice(fields.get("choices", "choices"))
+    elif kind == "numeric":
+        answer = Numeric(float(tolerance))
     else:
         answer = ANSWER_TYPES.get(kind)()
     if "max_new_tokens" in spec:
