@@ -86,7 +86,8 @@ def extract(cfg: DistillConfig, root: Path, run_cfg, log) -> tuple[dict, str | N
     d = run_cfg.data
     for split in TEACHER_SPLITS:
         ecfg = ExtractConfig(task=cfg.task, teacher=cfg.teacher, data_dir=d.data_dir, split=split,
-                             train_size=d.train_size, seed=run_cfg.train.seed, samples=cfg.samples,
+                             train_size=d.train_size if split == "train" else None, seed=run_cfg.train.seed,
+                             samples=cfg.samples,
                              out=str(root / "teacher" / split), store=str(store), filter=cfg.filter,
                              teacher_id=cfg.teacher_id, price_in=cfg.price_in, price_out=cfg.price_out,
                              max_cost=cfg.max_cost, valid_fraction=d.valid_fraction,
