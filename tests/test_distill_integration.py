@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,12 +51,15 @@ class CountingProxy:
                 self._relay(self.rfile.read(int(self.headers.get("content-length", 0))))
 
             def _relay(self, body):
-                req = urllib.request.Request(upstream + self.path.removeprefix("/v1"), data=body,
+                req = urllib.request.Request(upstream.removesuffix("/v1") + self.path, data=body,
                                              headers={"Content-Type": "application/json"},
                                              method="POST" if body is not None else "GET")
-                with urllib.request.urlopen(req, timeout=300) as resp:
-                    data, code = resp.read(), resp.status
-                if body is not None:
+                try:
+                    with urllib.request.urlopen(req, timeout=300) as resp:
+                        data, code = resp.read(), resp.status
+                except urllib.error.HTTPError as exc:  # relayed as it is (e.g. 404 for a route it lacks)
+                    data, code = exc.read(), exc.code
+                if body is not None and code == 200:
                     query = query_of(json.loads(body))
                     readable, _, _ = select.select([self.connection], [], [], 0)
                     gone = bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
@@ -145,7 +149,7 @@ def test_distill_survives_kill_9_in_extraction_and_training(llama_server, tmp_pa
     assert json.loads((out / "stage.json").read_text())["done"] == ["extract", "train", "evaluate", "report",
                                                                      "export"]
     report = json.loads((out / "report.json").read_text())
-    assert report["teacher"]["model"] == "openai:smollm2" and report["teacher"]["test_n"] == 3
+    assert report["teacher"]["model"].startswith("openai:") and report["teacher"]["test_n"] == 3
     assert report["teacher"]["tokens"]["prompt"] > 0 and report["teacher"]["cost"]["spent"] > 0
     assert {"dsbs", "standard"} == set(report["students"]) and (out / "report.md").is_file()
     metrics = json.loads((out / "students" / "dsbs" / "metrics.json").read_text())
