@@ -61,6 +61,9 @@ def load_task_spec(path: str | Path) -> Task:
     files = spec.get("files") or {}
     if not isinstance(files, dict) or "train" not in files:
         problems.append(f"{path}: 'files' must be a mapping with at least 'train'")
+    max_new = spec.get("max_new_tokens")
+    if "max_new_tokens" in spec and (type(max_new) is not int or max_new < 1):
+        problems.append(f"{path}: 'max_new_tokens' must be a positive integer, got {max_new!r}")
     fields = spec.get("fields") or {}
     if not isinstance(fields, dict):
         problems.append(f"{path}: 'fields' must be a mapping")
