@@ -4,8 +4,9 @@
     echo '{"id": 1, "body": "Tom has 3 apples and buys 4 more.", "question": "How many apples?"}' \
         | stepdistill predict runs/tiny-causal-svamp-dsbs-s0 -
 
-Each input line is an object of task fields, or {"text": "..."} with an already formatted input; an
-optional "id" is copied through. Output: one JSON object per input line (id, label, raw, rationale).
+Each input line is an object of the task's fields (put through the task's template; for a task whose template
+has {text}, {"text": "..."} is that field), or a JSON string holding an already formatted input, used as is (the
+same rule as serve and Student.predict); an object's optional "id" is copied through. Output: one JSON object per input line (id, label, raw, rationale).
 """
 
 

@@ -26,6 +26,14 @@ DATA_HELP = (
 )
 
 
+class InputError(DataError):
+    """An input to predict on that the task cannot read; ``code`` is the error code serve answers with."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class Example:
     """One row, ready for the student."""
@@ -65,6 +73,41 @@ class Task:
         """Fill ``template``: ``{field}`` takes a row field, ``{choices}`` renders lettered choices."""
         return render_template(self.template, row, self)
 
+    def read_input(self, item: str | Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+        """The one rule for inputs to predict on, used by ``Student.predict``, ``stepdistill predict`` and
+        ``serve``: an object holds the task's fields by name and always goes through the template (for a task
+        whose template has ``{text}``, ``{"text": ...}`` is that field); a string is the formatted input, used
+        as is. Returns ``(formatted text, row)``; raises :class:`InputError` (one line, with serve's code)."""
+        if isinstance(item, str):
+            if not item.strip():
+                raise InputError("empty_input", "the input is empty")
+            row: dict = {}
+            if self.answer.kind == "multiple_choice":  # a formatted input: read its lettered choices back
+                row[getattr(self.answer, "choices_field", "choices")] = [
+                    m.group(2).strip() for m in _CHOICE_LINE.finditer(item)]
+            return item, row
+        if not isinstance(item, Mapping):
+            raise InputError("invalid_request", "an input must be a string (the formatted input) or an object of "
+                             f"the task's fields, got {_json_type(item)}")
+        for key, value in item.items():
+            if isinstance(value, dict) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+                raise InputError("invalid_request", f"field {key!r} must be a string, a number or a list of "
+                                 f"strings, got {_json_type(value)}")
+        try:
+            text = self.format_input(item)
+        except KeyError as exc:
+            raise InputError("missing_field", f"missing field {exc.args[0]!r} for task '{self.name}' (its "
+                             f"fields: {', '.join(self.input_fields())}; or send the formatted input as a "
+                             "string)") from None
+        blank = [f for f in self.input_fields() if isinstance(item.get(f), str) and not item[f].strip()]
+        if blank or not text.strip():
+            raise InputError("empty_input", f"field {blank[0]!r} is empty" if blank else "the input is empty")
+        return text, item
+
+    def input_fields(self) -> list[str]:
+        """The row fields the template reads, in order."""
+        return list(dict.fromkeys(_PLACEHOLDER.findall(self.template)))
+
     def max_new_tokens(self) -> int:
         return self.answer.default_max_new_tokens
 
@@ -96,6 +139,8 @@ class Task:
             text = self.format_input(row)
         except KeyError as exc:
             raise DataError(f"{where}: input template needs field {exc.args[0]!r}, absent from the row") from None
+        except InputError as exc:
+            raise DataError(f"{where}: {exc}") from None
         teacher_label = None
         ok = row.get(self.teacher_ok_field, True)
         raw_teacher = row.get(self.teacher_label_field)
@@ -120,6 +165,12 @@ class Task:
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CHOICE_LINE = re.compile(r"^\(([a-z])\)\s*(.+)$", re.MULTILINE)
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def lettered_choices(choices: list[str]) -> str:
@@ -138,8 +189,11 @@ def render_template(template: str, row: Mapping[str, Any], task: Task | None = N
         if name not in row:
             raise KeyError(name)
         value = row[name]
-        if isinstance(value, list):
-            return lettered_choices([str(v) for v in value])
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return lettered_choices(value)
+        if value is None or isinstance(value, (dict, list)):  # would become the text "None" or "{'a': 1}"
+            raise InputError("invalid_request", f"field {name!r} must be a string, a number or a list of strings, "
+                             f"got {_json_type(value)}")
         return str(value).strip()
 
     return _PLACEHOLDER.sub(sub, template).strip()
