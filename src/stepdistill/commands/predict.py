@@ -54,7 +54,8 @@ def main(args) -> int:
                              on_error=args.on_error, scoring=args.label_scoring,
                              warn=lambda msg: print(f"skipped {msg}", file=sys.stderr))
 
-    fin = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    fin = stdin if args.input == "-" else open(args.input, "rb")  # decoded line by line: a bad byte is file:line
     try:
         if args.output == "-":
             summary = predict_to(sys.stdout)
@@ -67,7 +68,7 @@ def main(args) -> int:
             finally:
                 tmp.unlink(missing_ok=True)
     finally:
-        if fin is not sys.stdin:
+        if fin is not stdin:
             fin.close()
     print(f"predicted {summary.predicted} input(s), skipped {summary.skipped} malformed line(s) in "
           f"{summary.seconds} s" + ("" if args.output == "-" else f" -> {args.output}"), file=sys.stderr)

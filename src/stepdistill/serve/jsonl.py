@@ -56,16 +56,19 @@ def check_input(obj: Any, task) -> tuple[str | dict | None, str | None]:
     return item, None
 
 
-def parse_lines(lines: Iterable[str], task) -> list[Parsed]:
-    """Parse and check every non-blank line (numbered from 1)."""
+def parse_lines(lines: Iterable[str | bytes], task) -> list[Parsed]:
+    """Parse and check every non-blank line (numbered from 1; bytes are decoded as UTF-8 line by line, so a bad
+    byte is one bad line)."""
+    from stepdistill.tasks.core import parse_json_line
+
     out = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            out.append(Parsed(lineno, error=f"invalid JSON ({exc.msg}, column {exc.colno})"))
+            obj = parse_json_line(line)
+        except ValueError as exc:
+            out.append(Parsed(lineno, error=str(exc)))
             continue
         item, problem = check_input(obj, task)
         out.append(Parsed(lineno, id=obj.get(ID_FIELD) if isinstance(obj, dict) else None, input=item,
@@ -73,7 +76,7 @@ def parse_lines(lines: Iterable[str], task) -> list[Parsed]:
     return out
 
 
-def predict_jsonl(student, lines: Iterable[str], out: TextIO, *, source: str = "<stdin>", explain: bool = False,
+def predict_jsonl(student, lines: Iterable[str | bytes], out: TextIO, *, source: str = "<stdin>", explain: bool = False,
                   batch_size: int = 16, on_error: str = "stop", scoring: str | None = None,
                   warn: Callable[[str], None] = lambda msg: None) -> Summary:
     """Predict every line of ``lines`` and write one JSON object per input line to ``out``, in order.

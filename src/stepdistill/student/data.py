@@ -24,11 +24,14 @@ class TrainingData:
 def attach_rationales(task: Task, examples: list[Example], path: str | Path) -> tuple[list[Example], int]:
     """Replace teacher fields with those of an extracted JSONL (``id``, ``teacher_rationale``,
     ``teacher_label``, ``teacher_parse_ok``), joined by id. Returns (examples, how many had no record)."""
-    records = {}
+    records, first = {}, {}
     for lineno, row in read_jsonl(path):
         if "id" not in row:
             raise DataError(f"{path}:{lineno}: rationale record without 'id'")
-        records[str(row["id"])] = row
+        key = str(row["id"])
+        if first.setdefault(key, lineno) != lineno:
+            raise DataError(f"{path}:{lineno}: duplicate id {key!r} (first on line {first[key]}); one record per id")
+        records[key] = row
     out, missing = [], 0
     for ex in examples:
         rec = records.get(ex.id)

@@ -125,13 +125,25 @@ class Task:
     def read(self, split: str, data_dir: str | os.PathLike | None = None) -> list[Example]:
         """All rows of one file (``pool``, ``valid`` or ``test``) as :class:`Example`."""
         path = self.path(split, data_dir)
-        return [self.to_example(row, path, lineno) for lineno, row in read_jsonl(path)]
+        rows, first = [], {}
+        for lineno, row in read_jsonl(path):
+            example = self.to_example(row, path, lineno)
+            if first.setdefault(example.id, lineno) != lineno:
+                raise DataError(f"{path}:{lineno}: duplicate id {example.id!r} (first on line {first[example.id]}); "
+                                "ids must be unique: rationales, predictions and extraction are joined by id")
+            rows.append(example)
+        if not rows:
+            raise DataError(f"{path}: no rows (the file is empty)")
+        return rows
 
     def to_example(self, row: Mapping[str, Any], path: Path | str = "<row>", lineno: int = 0) -> Example:
         where = f"{path}:{lineno}"
         missing = [f for f in (self.id_field, self.label_field, *self.required_fields) if f not in row]
         if missing:
             raise DataError(f"{where}: missing field(s) {', '.join(repr(m) for m in missing)} for task '{self.name}'")
+        row_id = row[self.id_field]
+        if isinstance(row_id, bool) or not isinstance(row_id, (str, int)):
+            raise DataError(f"{where}: {self.id_field!r} must be a string or an integer, got {_json_type(row_id)}")
         gold = self.answer.normalize(str(row[self.label_field]), row)
         if gold is None:
             raise DataError(f"{where}: gold label {row[self.label_field]!r} is not a valid answer for task '{self.name}'")
@@ -149,7 +161,7 @@ class Task:
         rationale = row.get(self.rationale_field)
         rationale = rationale.strip() if isinstance(rationale, str) and rationale.strip() else None
         return Example(
-            id=str(row[self.id_field]),
+            id=str(row_id),
             input=text,
             label=gold,
             teacher_label=teacher_label,
@@ -201,22 +213,46 @@ def render_template(template: str, row: Mapping[str, Any], task: Task | None = N
 
 # ---- JSONL ---------------------------------------------------------------------------------------
 
+def decode_line(line: str | bytes) -> str:
+    """One line of a JSONL file as text, without its line end; raises ``ValueError`` naming the first byte that is
+    not UTF-8 (a leading byte-order mark is dropped)."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1})") from None
+    return line.removeprefix("\ufeff").rstrip("\r\n")
+
+
+def parse_json_line(line: str | bytes) -> Any:
+    """The JSON value on one line; raises ``ValueError`` with the problem and the column where the line breaks
+    (json counts the line end as a line of its own: a truncated line was reported at "column 1")."""
+    text = decode_line(line)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc.msg} at column {exc.pos + 1})") from None
+    except RecursionError:
+        raise ValueError("invalid JSON (nested too deeply)") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, object)``; malformed lines raise :class:`DataError` naming ``file:line``."""
+    """Yield ``(line number, object)``; malformed lines (bad JSON, not UTF-8, not an object) raise
+    :class:`DataError` naming ``file:line``."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise DataError(f"{path}: no such file")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
+    with opener(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                obj = parse_json_line(line)
+            except ValueError as exc:
+                raise DataError(f"{path}:{lineno}: {exc}") from None
             if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {_json_type(obj)}")
             yield lineno, obj
 
 
