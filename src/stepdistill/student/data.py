@@ -44,8 +44,29 @@ def attach_rationales(task: Task, examples: list[Example], path: str | Path) -> 
         label = task.answer.normalize(raw_label, ex.row) if ok and isinstance(raw_label, str) else None
         rationale = rec.get("teacher_rationale")
         rationale = rationale.strip() if isinstance(rationale, str) and rationale.strip() and ok else None
-        out.append(replace(ex, teacher_label=label, teacher_rationale=rationale))
+        # provenance: the record's own teacher, never the task files' (their teacher wrote other outputs)
+        out.append(replace(ex, teacher_label=label, teacher_rationale=rationale,
+                           row={**ex.row, TEACHER_FIELD: rec.get(TEACHER_FIELD) or UNKNOWN_TEACHER}))
     return out, missing
+
+
+TEACHER_FIELD = "teacher"
+UNKNOWN_TEACHER = "unknown"
+NO_TEACHER = "none: fine-tuned on gold labels only"
+
+
+def teacher_provenance(task: Task, examples: list[Example], uses_teacher: bool = True) -> str:
+    """Who wrote the teacher outputs ``examples`` carry, from the data itself: each row's ``teacher`` field
+    (``stepdistill extract`` writes it), else the task's ``teacher`` (built-ins: the released PaLM outputs; a custom
+    task's YAML ``teacher:``), else "unknown". Several teachers are listed, most rows first."""
+    if not uses_teacher:
+        return NO_TEACHER
+    counts: dict[str, int] = {}
+    for ex in examples:
+        if ex.teacher_label is not None or ex.teacher_rationale is not None:
+            name = str(ex.row.get(TEACHER_FIELD) or task.teacher or UNKNOWN_TEACHER)
+            counts[name] = counts.get(name, 0) + 1
+    return ", ".join(sorted(counts, key=lambda k: -counts[k])) or UNKNOWN_TEACHER
 
 
 def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tokenizer) -> TrainingData:
@@ -104,6 +125,7 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
         raise DataError(f"no training rows left for method '{method}' with labels '{labels}' "
                         f"after the teacher-failure policy '{policy}'")
     report["rows_used"] = len(kept)
+    report["teacher"] = teacher_provenance(task, kept, needs_teacher)
     report["views"] = len(features)
     shared = None
     if method == "dsbs" and layout == "suffix":

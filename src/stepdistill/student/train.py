@@ -94,7 +94,7 @@ def setup(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> T
                  valid_features=valid_features, model=accelerator.unwrap_model(wrapped).model, tokenizer=tokenizer,
                  wrapped=wrapped, forward=forward, optimizer=optimizer, scheduler=scheduler, params=params,
                  total_steps=total_steps, per_epoch=per_epoch, precision="fp32", lengths=example_lengths(data),
-                 meta=student_meta(cfg, task))
+                 meta={**student_meta(cfg, task), "teacher": data.report["teacher"]})
     if resume:
         raw = load_checkpoint(run_dir, t.model, optimizer, scheduler)
         t.state = TrainState(**raw["state"])

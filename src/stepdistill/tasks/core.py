@@ -67,6 +67,7 @@ class Task:
     root: str | None = None  # custom tasks: the folder of their YAML file
     exemplars: str | None = None  # teacher few-shot exemplars file (teacher stage)
     license: str = ""
+    teacher: str = ""  # who wrote the teacher outputs in the task's own files (rows' `teacher` field wins); "" = unknown
 
     # ---- formatting -------------------------------------------------------------------------
     def format_input(self, row: Mapping[str, Any]) -> str:

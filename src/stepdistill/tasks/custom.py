@@ -18,6 +18,8 @@ Example ``mytask/task.yaml``::
       valid: valid.jsonl            # optional: else 10% of train is held out (seed 0)
       test: test.jsonl              # optional
     exemplars: exemplars.jsonl      # optional: few-shot exemplars for the teacher stage
+    teacher: my-llm-70b             # optional: who wrote teacher_rationale/teacher_label in these files
+                                    # (a row's own `teacher` field wins; else the model card says "unknown")
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from stepdistill.tasks.answers import ANSWER_TYPES, Classification, MultipleChoi
 from stepdistill.tasks.core import Task
 
 KNOWN_KEYS = {"name", "description", "type", "labels", "input_template", "fields", "files", "exemplars",
-              "max_new_tokens", "license", "notes"}
+              "max_new_tokens", "license", "notes", "teacher"}
 
 
 def load_task_spec(path: str | Path) -> Task:
@@ -98,4 +100,5 @@ def load_task_spec(path: str | Path) -> Task:
         root=str(path.parent.resolve()),
         exemplars=str((path.parent / exemplars).resolve()) if exemplars else None,
         license=str(spec.get("license", "")),
+        teacher=str(spec.get("teacher") or ""),
     )
