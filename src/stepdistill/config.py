@@ -158,7 +158,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def run_dir(self) -> Path:
-        task = Path(self.data.task).stem if self.data.task.endswith((".yaml", ".yml")) else self.data.task
+        task = _task_name(self.data.task)
         student = Path(self.student.name).name.replace(".gguf", "")
         return Path(self.output_dir.format(task=task, method=self.method.name, labels=self.method.labels,
                                            seed=self.train.seed, student=student))
@@ -168,6 +168,21 @@ class RunConfig:
 
     def with_overrides(self, overrides: list[str]) -> "RunConfig":
         return from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+def _task_name(task: str) -> str:
+    """A built-in task's name, or a custom task's ``name`` from its YAML (its file stem when unreadable, which
+    loading the task then reports), made safe for a folder name."""
+    import re
+
+    if not task.endswith((".yaml", ".yml")):
+        return task
+    try:
+        spec = yaml.safe_load(Path(task).read_text(encoding="utf-8"))
+        name = str(spec["name"]) if isinstance(spec, dict) and spec.get("name") else Path(task).stem
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        name = Path(task).stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "task"
 
 
 def _hint(cls, name):

@@ -56,7 +56,8 @@ def setup(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> T
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     task = get_task(cfg.data.task)
     splits = load_splits(task, cfg.data.data_dir, train_size=cfg.data.train_size, valid_size=cfg.data.valid_size,
-                         seed=cfg.train.seed, valid_fraction=cfg.data.valid_fraction, with_test=False)
+                         seed=cfg.train.seed, valid_fraction=cfg.data.valid_fraction, with_test=False,
+                         announce=("train", "valid") if accelerator.is_main_process else ())
     train_examples, missing = splits.train, None
     if cfg.data.rationales:
         train_examples, missing = attach_rationales(task, train_examples, cfg.data.rationales)

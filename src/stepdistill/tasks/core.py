@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -288,6 +289,11 @@ class Splits:
     info: dict
 
 
+def _capped(rows: list, size: int | float | None) -> bool:
+    """``size`` asks for more rows than there are (a count past the end, not a fraction)."""
+    return size is not None and not (isinstance(size, float) and size <= 1.0) and int(size) > len(rows)
+
+
 def subsample(rows: list, size: int | float | None, seed: int, what: str) -> list:
     """``size`` rows (an int) or a fraction of them (a float in (0, 1]), drawn with ``seed``; order kept."""
     if size is None:
@@ -313,10 +319,12 @@ def load_splits(
     split_seed: int = 0,
     valid_fraction: float = 0.1,
     with_test: bool = True,
+    announce: tuple[str, ...] = (),
 ) -> Splits:
     """Training pool -> (train, valid) with a fixed ``split_seed`` (as the paper: 10% of the pool,
     seed 0), then ``train_size`` subsampled with ``seed``. ``valid_size``/``test_size`` cap those splits
-    with fixed seeds so that every run of a comparison sees the same rows."""
+    with fixed seeds so that every run of a comparison sees the same rows. A size past the rows available takes
+    them all; ``info["capped"]`` records it and a note on stderr says so for the splits named in ``announce``."""
     pool = task.read("pool", data_dir)
     if "valid" in task.files:
         train_rows, valid_rows = pool, task.read("valid", data_dir)
@@ -329,9 +337,17 @@ def load_splits(
         valid_rows = [r for i, r in enumerate(pool) if i in valid_idx]
     train = subsample(train_rows, train_size, seed, "train")
     valid = subsample(valid_rows, valid_size, split_seed, "valid")
-    test = None
+    test = test_rows = None
     if with_test and "test" in task.files:
-        test = subsample(task.read("test", data_dir), test_size, split_seed, "test")
+        test_rows = task.read("test", data_dir)
+        test = subsample(test_rows, test_size, split_seed, "test")
+    capped = {split: [size, len(rows)] for split, rows, size in (
+        ("train", train_rows, train_size), ("valid", valid_rows, valid_size), ("test", test_rows, test_size))
+        if rows is not None and _capped(rows, size)}
+    for split in (s for s in announce if s in capped):
+        what = "training" if split == "train" else split
+        print(f"note: data.{split}_size={capped[split][0]} is more than the {capped[split][1]} {what} rows "
+              f"available; using all {capped[split][1]}", file=sys.stderr)
     info = {
         "pool_file": task.files["pool"],
         "pool_rows": len(pool),
@@ -340,13 +356,14 @@ def load_splits(
         "n_valid": len(valid),
         "n_test": None if test is None else len(test),
         "notes": task.notes,
+        **({"capped": capped} if capped else {}),
     }
     return Splits(train=train, valid=valid, test=test, info=info)
 
 
 def load_split(task: Task, split: str, data_dir=None, **kwargs) -> list[Example]:
     """One of ``train``, ``valid``, ``test`` as produced by :func:`load_splits`."""
-    splits = load_splits(task, data_dir, with_test=(split == "test"), **kwargs)
+    splits = load_splits(task, data_dir, with_test=(split == "test"), announce=(split,), **kwargs)
     if split not in ("train", "valid", "test"):
         raise StepdistillError(f"unknown split '{split}'; known: train, valid, test")
     rows = getattr(splits, split)
