@@ -30,7 +30,7 @@ def main(args) -> int:
     import sys
     from pathlib import Path
 
-    from stepdistill.errors import StepdistillError
+    from stepdistill.errors import StepdistillError, make_dir
     from stepdistill.serve.jsonl import predict_jsonl
     from stepdistill.student import Student
 
@@ -38,6 +38,8 @@ def main(args) -> int:
         raise StepdistillError("--batch-size must be at least 1")
     if args.input != "-" and not Path(args.input).is_file():
         raise StepdistillError(f"{args.input}: no such file")
+    if args.output != "-":
+        make_dir(Path(args.output).parent, "-o")  # before the model loads
     if args.threads:
         import torch
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from stepdistill.errors import ConfigError, StepdistillError
+from stepdistill.errors import ConfigError, StepdistillError, make_dir
 from stepdistill.tasks import Example, Task, get_task, load_splits, write_jsonl
 from stepdistill.teacher.backends import (
     TEACHERS, Completion, Job, TeacherError, TeacherSettings, create_teacher, job_seed,
@@ -197,7 +197,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
         prompt_text, prompt_hash = external, hashlib.sha256(external.encode()).hexdigest()[:16]
     teacher = cfg.teacher_id or backend.identity()
     out_dir = cfg.out_dir(task.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir, "--out")
     (out_dir / "prompt.txt").write_text(prompt_text, encoding="utf-8")
 
     with RationaleStore(cfg.store_path(task.name)) as store:
