@@ -61,11 +61,7 @@ def setup(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> T
     train_examples, missing = splits.train, None
     if cfg.data.rationales:
         train_examples, missing = attach_rationales(task, train_examples, cfg.data.rationales)
-    check_run_dir(cfg, run_dir, overwrite, resume)
-    accelerator.wait_for_everyone()  # every process has checked before the main one writes
-    if accelerator.is_main_process:
-        create_run_dir(cfg, run_dir, resume)
-    accelerator.wait_for_everyone()
+    check_run_dir(cfg, run_dir, overwrite, resume)  # read-only: the run directory is written once all is ready
 
     set_seed(cfg.train.seed)
     model, tokenizer = build_student(cfg)
@@ -101,6 +97,10 @@ def setup(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> T
         t.state = TrainState(**raw["state"])
         random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in raw["python_rng"]))
     _settle_machine(t)
+    accelerator.wait_for_everyone()  # every process is ready to train before the main one (re)places the run
+    if accelerator.is_main_process:
+        create_run_dir(cfg, run_dir, resume)
+    accelerator.wait_for_everyone()
     return t
 
 
