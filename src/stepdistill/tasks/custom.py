@@ -26,6 +26,8 @@ Example ``mytask/task.yaml``::
     max_bad_rows: 0.05              # bad rows skipped and reported (file:line); more than this fails
     test_fraction: 0.1              # share of train held out as test (seed 0) when there is no test split; 0: none
     exemplars: exemplars.jsonl      # optional: few-shot exemplars for the teacher stage
+    teacher: my-llm-70b             # optional: who wrote teacher_rationale/teacher_label in these files
+                                    # (a row's own `teacher` field wins; else the model card says "unknown")
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from stepdistill.tasks.core import Task
 from stepdistill.tasks.formats import SPEC_KEYS, source_from_spec
 
 KNOWN_KEYS = {"name", "description", "type", "labels", "input_template", "fields", "files", "exemplars",
-              "max_new_tokens", "license", "notes", "tolerance", *SPEC_KEYS}
+              "max_new_tokens", "license", "notes", "tolerance", "teacher", *SPEC_KEYS}
 
 
 def load_task_spec(path: str | Path) -> Task:
@@ -71,6 +73,9 @@ def load_task_spec(path: str | Path) -> Task:
     if "tolerance" in spec and (kind != "numeric" or isinstance(tolerance, bool)
                                 or not isinstance(tolerance, (int, float)) or tolerance < 0):
         problems.append(f"{path}: 'tolerance' must be a number >= 0, and only type 'numeric' takes one")
+    max_new = spec.get("max_new_tokens")
+    if "max_new_tokens" in spec and (type(max_new) is not int or max_new < 1):
+        problems.append(f"{path}: 'max_new_tokens' must be a positive integer, got {max_new!r}")
     fields = spec.get("fields") or {}
     if not isinstance(fields, dict):
         problems.append(f"{path}: 'fields' must be a mapping")
@@ -104,5 +109,6 @@ def load_task_spec(path: str | Path) -> Task:
         root=str(path.parent.resolve()),
         exemplars=str((path.parent / exemplars).resolve()) if exemplars else None,
         license=str(spec.get("license", "")),
+        teacher=str(spec.get("teacher") or ""),
         source=source,
     )

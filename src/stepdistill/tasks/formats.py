@@ -49,23 +49,24 @@ def _not_utf8(values) -> bool:
 
 
 def read_jsonl_rows(path: Path) -> Raw:
+    """JSON lines, each checked as ``tasks.core.read_jsonl`` checks it (UTF-8, JSON, an object), but a bad line
+    is kept as a bad row instead of stopping the read."""
+    from stepdistill.tasks.core import _json_type, parse_json_line
+
     rows: list[RawRow] = []
-    with _open_text(path) as fh:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            if _not_utf8([line]):
-                rows.append((lineno, f"{path}:{lineno}", None, "not UTF-8 text"))
-                continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                rows.append((lineno, f"{path}:{lineno}", None, f"invalid JSON ({exc.msg} at column {exc.colno})"))
+                obj = parse_json_line(line)
+            except ValueError as exc:
+                rows.append((lineno, f"{path}:{lineno}", None, str(exc)))
                 continue
-            if not isinstance(obj, dict):
-                rows.append((lineno, f"{path}:{lineno}", None, f"expected a JSON object, got {type(obj).__name__}"))
-                continue
-            rows.append((lineno, f"{path}:{lineno}", obj, ""))
+            ok = isinstance(obj, dict)
+            rows.append((lineno, f"{path}:{lineno}", obj if ok else None,
+                         "" if ok else f"expected a JSON object, got {_json_type(obj)}"))
     return Raw(str(path), None, rows)
 
 
