@@ -115,7 +115,7 @@ def test_jsonl_bad_line_and_duplicate_id(tmp_path, capsys):
     load_splits(get_task(_spec(tmp_path, files={"train": "train.jsonl"}, max_bad_rows=3)))
     err = capsys.readouterr().err
     assert f"train.jsonl:4: invalid JSON" in err
-    assert f"train.jsonl:10: duplicate id 'r0' (first at {tmp_path / 'train.jsonl'}:1)" in err
+    assert "train.jsonl:10: duplicate id 'r0' (first on line 1)" in err
     assert "skipped 2 bad row(s) of 30" in err
 
 
@@ -144,7 +144,7 @@ def test_parquet_null_value_is_a_bad_row(tmp_path, capsys):
     rows[6]["text"] = None
     _parquet(tmp_path / "train.parquet", rows)
     load_splits(get_task(_spec(tmp_path, files={"train": "train.parquet"})))
-    assert f"skipped {tmp_path / 'train.parquet'} row 7: empty value in 'text'" in capsys.readouterr().err
+    assert f"skipped {tmp_path / 'train.parquet'} row 7: field 'text' must be a st" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])

@@ -35,6 +35,7 @@ class Raw:
     origin: str
     columns: list[str] | None  # None for schemaless sources (JSONL)
     rows: list[RawRow]
+    unit: str = "line"  # what a row number counts: file lines (JSONL, CSV) or rows (Parquet, datasets)
 
 
 # ---- file readers: path -> Raw ---------------------------------------------------------------------
@@ -83,7 +84,7 @@ def read_json_rows(path: Path) -> Raw:
     rows: list[RawRow] = [(i, f"{path} row {i}", obj if isinstance(obj, dict) else None,
                            "" if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}")
                           for i, obj in enumerate(items, 1)]
-    return Raw(str(path), None, rows)
+    return Raw(str(path), None, rows, "row")
 
 
 def read_csv_rows(path: Path, delimiter: str = ",") -> Raw:
@@ -137,7 +138,7 @@ def read_parquet_rows(path: Path) -> Raw:
     except Exception as exc:  # noqa: BLE001 - any pyarrow failure is one line naming the file
         raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
     rows: list[RawRow] = [(i, f"{path} row {i}", row, "") for i, row in enumerate(table.to_pylist(), 1)]
-    return Raw(str(path), list(table.column_names), rows)
+    return Raw(str(path), list(table.column_names), rows, "row")
 
 
 FILE_READERS: dict[str, Callable[[Path], Raw]] = {
@@ -192,7 +193,7 @@ def load_dataset_splits(name: str, root: Path, config: str | None = None) -> dic
 
 def dataset_raw(ds, label: str) -> Raw:
     rows: list[RawRow] = [(i, f"{label} row {i}", row, "") for i, row in enumerate(ds, 1)]
-    return Raw(label, list(ds.column_names), rows)
+    return Raw(label, list(ds.column_names), rows, "row")
 
 
 # ---- from raw rows to examples ---------------------------------------------------------------------
@@ -297,19 +298,16 @@ class Source:
             row = {self.columns.get(k, k): v for k, v in row.items()}
             if auto_id:
                 row[task.id_field] = f"{id_prefix}-{number}"
-            empty = [f for f in needed_fields(task, auto_id) if row.get(f) is None]
-            if empty:
-                bad.append((where, f"empty value in {', '.join(map(repr, empty))}"))
-                continue
             try:
                 ex = task.to_example(row, raw.origin, number)
             except DataError as exc:
                 bad.append((where, str(exc).removeprefix(f"{raw.origin}:{number}: ")))
                 continue
             if ex.id in seen:
-                bad.append((where, f"duplicate id {ex.id!r} (first at {seen[ex.id]})"))
+                bad.append((where, f"duplicate id {ex.id!r} (first on {raw.unit} {seen[ex.id]}); ids must be unique: "
+                                   "rationales, predictions and extraction are joined by id"))
                 continue
-            seen[ex.id] = where
+            seen[ex.id] = number
             examples.append((number, ex))
         self._judge(raw, key, len(raw.rows), bad)
         return examples
