@@ -21,6 +21,9 @@ TEACHER_FAILURE_POLICIES = ("drop_rationale", "drop_row", "error")
 WRONG_RATIONALE_POLICIES = ("keep", "drop")
 METHODS = ("dsbs", "standard", "single_task")
 LABEL_SOURCES = ("gold", "teacher")
+RATIONALE_POLICIES = ("all", "correct")
+RATIONALE_ORDERS = ("given", "shortest", "longest")
+RATIONALE_WEIGHTINGS = ("per_input", "per_rationale")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,24 @@ class DataConfig:
     wrong_rationales: str = "keep"
     """Rows whose teacher label is wrong (the task's answer check against the gold label): keep their rationale
     (the paper), or drop it: dsbs then trains only the label task on them, single_task drops the row."""
+    extra_rationales: str | None = None
+    """JSONL of more rationales per id (e.g. ../shared/data/svamp/extra_rationales_train.jsonl; formats in
+    student/rationales.py), pooled with each input's teacher rationale (source ``teacher``); ids of the test
+    split are refused."""
+    rationale_sources: list[str] | None = None
+    """Keep only rationales of these sources (``teacher`` is the input's own teacher rationale, and the samples
+    of ``extract --samples K``); null = every source."""
+    rationale_policy: str = "all"
+    """all, or correct: only rationales whose answer passes the task's check against the gold label."""
+    rationale_order: str = "given"
+    """Order before the per-input cap: given (teacher first, then file order), shortest or longest (words)."""
+    max_rationales_per_input: int | None = 1
+    """Train on up to this many rationales per input (after the policies); null = all of them."""
+    max_rationale_words: int | None = None
+    """Drop rationales longer than this many words (``len(text.split())``); null = no cap."""
+    rationale_weighting: str = "per_input"
+    """Balance of an input's K rationales: per_input (each weighs 1/K, so every input counts once in the
+    rationale task, as its one label does in the label task) or per_rationale (each weighs 1)."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +212,8 @@ def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
             return float(value) if int not in options or isinstance(value, float) else value
         if opt is str and isinstance(value, str):
             return value
+        if typing.get_origin(opt) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
     names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
     problems.append(f"{where}: expected {names}, got {value!r}")
     return value
@@ -250,6 +273,15 @@ def validate(cfg: RunConfig) -> None:
           f"data.teacher_failures: one of {', '.join(TEACHER_FAILURE_POLICIES)}, got '{d.teacher_failures}'")
     check(d.wrong_rationales in WRONG_RATIONALE_POLICIES,
           f"data.wrong_rationales: one of {', '.join(WRONG_RATIONALE_POLICIES)}, got '{d.wrong_rationales}'")
+    check(d.rationale_policy in RATIONALE_POLICIES,
+          f"data.rationale_policy: one of {', '.join(RATIONALE_POLICIES)}, got '{d.rationale_policy}'")
+    check(d.rationale_order in RATIONALE_ORDERS,
+          f"data.rationale_order: one of {', '.join(RATIONALE_ORDERS)}, got '{d.rationale_order}'")
+    check(d.rationale_weighting in RATIONALE_WEIGHTINGS,
+          f"data.rationale_weighting: one of {', '.join(RATIONALE_WEIGHTINGS)}, got '{d.rationale_weighting}'")
+    check(d.max_rationales_per_input is None or d.max_rationales_per_input > 0,
+          "data.max_rationales_per_input: must be positive (or null for all)")
+    check(d.max_rationale_words is None or d.max_rationale_words > 0, "data.max_rationale_words: must be positive")
     check(d.train_size is None or d.train_size > 0, "data.train_size: must be positive (a count or a fraction)")
     check(d.valid_size is None or d.valid_size > 0, "data.valid_size: must be positive")
     check(d.test_size is None or d.test_size > 0, "data.test_size: must be positive")

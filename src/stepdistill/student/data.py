@@ -7,8 +7,9 @@ from pathlib import Path
 
 from stepdistill.config import RunConfig
 from stepdistill.errors import DataError
-from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK
+from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK, rationale_weights
 from stepdistill.student.views import SINGLE_TASK_JOIN, Feature, make_feature
+from stepdistill.student.rationales import length_stats, make_selector  # noqa: F401  (length_stats: for reports)
 from stepdistill.tasks import Example, Task, read_jsonl
 
 
@@ -46,11 +47,14 @@ def attach_rationales(task: Task, examples: list[Example], path: str | Path) -> 
 
 
 def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tokenizer) -> TrainingData:
-    """Features for ``cfg.method`` over ``examples``, with a report of what the failure policy did."""
+    """Features for ``cfg.method`` over ``examples``, with a report of what the failure policy and the rationale
+    policies did (``report["rationales"]``, from ``student/rationales.py``). An input with K rationales gets
+    one label feature and K rationale features weighted by ``data.rationale_weighting``."""
     method, labels, policy = cfg.method.name, cfg.method.labels, cfg.data.teacher_failures
     s = cfg.student
     needs_rationale = method in ("dsbs", "single_task")
-    needs_teacher = needs_rationale or labels == "teacher"
+    # with other rationales in the pool, a row whose own teacher output failed still has rationales to offer
+    needs_teacher = (needs_rationale and not cfg.data.extra_rationales) or labels == "teacher"
     failed = [ex for ex in examples if ex.teacher_label is None or ex.teacher_rationale is None]
     report = {"rows": len(examples), "teacher_failed": len(failed) if needs_teacher else 0, "policy": policy,
               "rows_dropped": 0, "rationales_dropped": 0}
@@ -62,54 +66,59 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
         ids = ", ".join(ex.id for ex in failed[:5])
         raise DataError(f"{len(failed)} training rows have no parsable teacher output (e.g. {ids}); set "
                         "data.teacher_failures=drop_rationale or drop_row to train without them")
+    selector = make_selector(cfg.data, task) if needs_rationale else None
     layout = s.prompt_layout
-    kept, features, by_example = [], [], []
+    kept, features, by_example, chosen = [], [], [], []
     for ex in examples:
         bad = ex.teacher_label is None or ex.teacher_rationale is None
         label = ex.label if labels == "gold" else ex.teacher_label
-        if needs_teacher and bad and (policy == "drop_row" or label is None or method == "single_task"):
+        if needs_teacher and bad and (policy == "drop_row" or label is None or
+                                      (method == "single_task" and not cfg.data.extra_rationales)):
             report["rows_dropped"] += 1
             continue
         if drop_wrong and not bad and not task.answer.correct(ex.teacher_label, ex.label, ex.row):
             report["rationales_wrong_dropped"] += 1
-            if method == "single_task":  # its target is the rationale followed by the label: nothing left
-                report["rows_dropped"] += 1
-                continue
             bad = True  # dsbs: the label task only, as for a rationale that failed to parse
+        texts = selector.select(ex, teacher_ok=not bad) if selector else []
+        if method == "single_task" and not texts:  # its target is the rationale followed by the label
+            report["rows_dropped"] += 1
+            continue
         i = len(kept)
         kept.append(ex)
+        chosen.append(texts)
         ids = []
+        weights = rationale_weights([len(texts)], cfg.data.rationale_weighting)
         if method == "single_task":
-            target = ex.teacher_rationale + SINGLE_TASK_JOIN + label
-            ids.append(len(features))
-            features.append(make_feature(tokenizer, s.family, "rationale", ex.input, target, s.max_input_tokens,
-                                         s.max_rationale_tokens + s.max_label_tokens, LABEL_TASK, i, layout))
+            for text, w in zip(texts, weights):
+                ids.append(len(features))
+                features.append(make_feature(tokenizer, s.family, "rationale", ex.input, text + SINGLE_TASK_JOIN + label,
+                                             s.max_input_tokens, s.max_rationale_tokens + s.max_label_tokens,
+                                             LABEL_TASK, i, layout, w))
         else:
             ids.append(len(features))
             features.append(make_feature(tokenizer, s.family, "label", ex.input, label, s.max_input_tokens,
                                          s.max_label_tokens, LABEL_TASK, i, layout))
-            if method == "dsbs":
-                if ex.teacher_rationale is None or bad:
-                    report["rationales_dropped"] += 1
-                else:
-                    ids.append(len(features))
-                    features.append(make_feature(tokenizer, s.family, "rationale", ex.input, ex.teacher_rationale,
-                                                 s.max_input_tokens, s.max_rationale_tokens, RATIONALE_TASK, i,
-                                                 layout))
+            if method == "dsbs" and not texts:
+                report["rationales_dropped"] += 1
+            for text, w in zip(texts, weights):
+                ids.append(len(features))
+                features.append(make_feature(tokenizer, s.family, "rationale", ex.input, text, s.max_input_tokens,
+                                             s.max_rationale_tokens, RATIONALE_TASK, i, layout, w))
         by_example.append(ids)
     if not kept:
         raise DataError(f"no training rows left for method '{method}' with labels '{labels}' "
                         f"after the teacher-failure policy '{policy}'")
     report["rows_used"] = len(kept)
     report["views"] = len(features)
+    if selector is not None:
+        report["rationales"] = selector.report()
     shared = None
     if method == "dsbs" and layout == "suffix":
         from stepdistill.student.shared import shared_feature
 
         shared = []
-        for i, (ex, ids) in enumerate(zip(kept, by_example)):
+        for i, (ex, texts) in enumerate(zip(kept, chosen)):
             label = ex.label if labels == "gold" else ex.teacher_label
-            rationale = ex.teacher_rationale if len(ids) == 2 else None
-            shared.append(shared_feature(tokenizer, ex.input, label, rationale, s.max_input_tokens,
-                                         s.max_label_tokens, s.max_rationale_tokens, i))
+            shared.append(shared_feature(tokenizer, ex.input, label, texts, s.max_input_tokens, s.max_label_tokens,
+                                         s.max_rationale_tokens, i, cfg.data.rationale_weighting))
     return TrainingData(kept, features, by_example, report, shared)
