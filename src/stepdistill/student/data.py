@@ -8,7 +8,7 @@ from pathlib import Path
 from stepdistill.config import RunConfig
 from stepdistill.errors import DataError
 from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK, rationale_weights
-from stepdistill.student.views import SINGLE_TASK_JOIN, Feature, make_feature
+from stepdistill.student.views import SINGLE_TASK_JOIN, Feature, make_feature, target_overflows
 from stepdistill.student.rationales import length_stats, make_selector  # noqa: F401  (length_stats: for reports)
 from stepdistill.tasks import Example, Task, read_jsonl
 
@@ -68,7 +68,7 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
                         "data.teacher_failures=drop_rationale or drop_row to train without them")
     selector = make_selector(cfg.data, task) if needs_rationale else None
     layout = s.prompt_layout
-    kept, features, by_example, chosen = [], [], [], []
+    kept, features, by_example, chosen, truncated = [], [], [], [], 0
     for ex in examples:
         bad = ex.teacher_label is None or ex.teacher_rationale is None
         label = ex.label if labels == "gold" else ex.teacher_label
@@ -104,6 +104,7 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
                 ids.append(len(features))
                 features.append(make_feature(tokenizer, s.family, "rationale", ex.input, text, s.max_input_tokens,
                                              s.max_rationale_tokens, RATIONALE_TASK, i, layout, w))
+                truncated += target_overflows(tokenizer, s.family, text, s.max_rationale_tokens)
         by_example.append(ids)
     if not kept:
         raise DataError(f"no training rows left for method '{method}' with labels '{labels}' "
@@ -112,6 +113,8 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
     report["views"] = len(features)
     if selector is not None:
         report["rationales"] = selector.report()
+        if method == "dsbs":  # cut at student.max_rationale_tokens: their ends are not trained
+            report["rationales"]["truncated_to_max_rationale_tokens"] = truncated
     shared = None
     if method == "dsbs" and layout == "suffix":
         from stepdistill.student.shared import shared_feature

@@ -73,6 +73,12 @@ def target_ids(tokenizer, family: str, text: str, max_tokens: int) -> list[int]:
     return _ids(tokenizer, lead + text)[:max_tokens] + [tokenizer.eos_token_id]
 
 
+def target_overflows(tokenizer, family: str, text: str, max_tokens: int) -> bool:
+    """Whether ``target_ids`` cuts ``text`` at ``max_tokens`` (its end, often the answer, is then not trained)."""
+    lead = " " if family == "causal" else ""
+    return len(_ids(tokenizer, lead + text)) > max_tokens
+
+
 def make_feature(tokenizer, family: str, view: str, text: str, target: str, max_input: int, max_target: int,
                  task: int, example: int, layout: str = "prefix", weight: float = 1.0) -> Feature:
     prompt = prompt_ids(tokenizer, family, view, text, max_input, layout)
