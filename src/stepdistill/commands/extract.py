@@ -12,6 +12,8 @@ def add_arguments(p):
     g.add_argument("--split", default="pool", help="pool (default: the whole training pool), train, valid or test")
     g.add_argument("--limit", type=int, help="only the first N examples")
     g.add_argument("--exemplars", help="few-shot exemplars JSONL (default: the task's own)")
+    g.add_argument("--rationalize", action="store_true", help="show the gold answer after each input and ask the "
+                   "teacher to explain it (\"explain why the answer is X\"); rows record rationalized: true")
     t = p.add_argument_group("teacher")
     t.add_argument("--teacher", default="openai", help="backend: openai (default), transformers, precomputed; "
                    "see `stepdistill teachers`")
@@ -54,7 +56,7 @@ def main(args) -> int:
         output_field=args.output_field, seed=args.seed)
     cfg = ExtractConfig(task=args.task, teacher=settings, data_dir=args.data_dir, split=args.split, limit=args.limit,
                         samples=args.samples, out=args.out, store=args.store, exemplars=args.exemplars,
-                        filter=args.filter, teacher_id=args.teacher_id)
+                        filter=args.filter, teacher_id=args.teacher_id, rationalize=args.rationalize)
     result = run(cfg, progress=not args.no_progress)
     print(format_summary(result.report))
     print(f"store: {result.store}\nexport: {result.export} ({result.report['exported']} rows; use it as "
