@@ -17,7 +17,7 @@ from stepdistill.student.losses import (
 from stepdistill.student.models import load_pretrained
 from stepdistill.student.rationales import CORRECTNESS, ORDERS, read_rationale_file
 from stepdistill.student.shared import SharedInputLoss, collate_shared, shared_feature
-from stepdistill.student.train import StudentWithLoss
+from stepdistill.student.step import StudentWithLoss
 from stepdistill.student.views import Feature, collate
 from stepdistill.tasks import Example, get_task
 
