@@ -288,3 +288,35 @@ def test_training_on_the_shared_svamp_rationales_reports_counts(tmp_path, data_d
     assert r["candidates"] == r["dropped_source"] + r["dropped_wrong"] + r["dropped_over_cap"] + r["kept"]
     assert 0 < r["inputs_label_only"] < 48 and max(int(k) for k in r["rationales_per_input"]) == 4
     assert r["words_kept"]["n"] == r["kept"] and r["words_kept"]["median"] > 20
+
+
+def test_the_svamp_rationales_study_arms_are_plain_config_overrides(repo, data_dir):
+    """configs/studies/svamp_rationales.yaml: arms (c)-(e) resolve against the svamp config and pick what they say."""
+    import yaml
+
+    from stepdistill.student.rationales import make_selector
+    from stepdistill.tasks import load_splits
+
+    if not (data_dir / "svamp" / "extra_rationales_train.jsonl").is_file():
+        pytest.skip("no svamp/extra_rationales_train.jsonl in the data bundle")
+    spec = yaml.safe_load((repo / "configs" / "studies" / "svamp_rationales.yaml").read_text())
+    task = get_task("svamp")
+    train = load_splits(task, None, with_test=False).train
+    expected = {"dsbs_mcckd_correct4": ({"mcc-kd-chatgpt"}, 4), "dsbs_eit_level1": ({"eit-chatgpt-level1"}, 1),
+                "dsbs_eit_level6": ({"eit-chatgpt-level6"}, 1)}
+    for arm, (sources, most) in expected.items():
+        cfg = load_config(repo / "configs" / "svamp-smollm2.yaml", spec["methods"][arm])
+        selector = make_selector(cfg.data, task)
+        for ex in train:
+            pool = selector.pool(ex, True)
+            chosen = selector.select(ex, True)
+            assert len(chosen) <= most and set(chosen) <= {r.text for r in pool if r.source in sources}
+        r = selector.report()
+        assert max(int(k) for k in r["rationales_per_input"]) == most and r["inputs"] == len(train) == 720
+    lengths = {arm: make_selector(load_config(repo / "configs" / "svamp-smollm2.yaml", spec["methods"][arm]).data,
+                                  task) for arm in ("dsbs_eit_level1", "dsbs_eit_level6")}
+    for sel in lengths.values():
+        for ex in train:
+            sel.select(ex, True)
+    assert lengths["dsbs_eit_level1"].report()["words_kept"]["median"] < \
+        lengths["dsbs_eit_level6"].report()["words_kept"]["median"]

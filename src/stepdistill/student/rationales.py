@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from stepdistill.errors import DataError
+from stepdistill.errors import DataError, StepdistillError
 from stepdistill.tasks import Example, Task, read_jsonl
 
 TEACHER_SOURCE = "teacher"  # the example's own teacher rationale
@@ -211,11 +211,25 @@ class RationaleSelector:
         }
 
 
+def resolve_rationale_path(path: str | None, data_dir) -> Path | None:
+    """``path`` as given when it exists, else relative to the benchmark data folder (``data.data_dir`` or
+    $STEPDISTILL_DATA), so configs can say ``svamp/extra_rationales_train.jsonl`` on any machine."""
+    if not path or Path(path).exists() or Path(path).is_absolute():
+        return Path(path) if path else None
+    from stepdistill.tasks.core import resolve_data_dir
+
+    try:
+        candidate = resolve_data_dir(data_dir) / path
+    except StepdistillError:
+        return Path(path)
+    return candidate if candidate.exists() else Path(path)
+
+
 def make_selector(data_cfg, task: Task) -> RationaleSelector:
     """The selector for a run: more teacher rationales from ``rationales`` lists in ``data.rationales``
     (extract --samples K exports) and other rationales from ``data.extra_rationales``; both files are checked
     against the test split."""
-    files = [data_cfg.rationales, data_cfg.extra_rationales]
+    files = [resolve_rationale_path(p, data_cfg.data_dir) for p in (data_cfg.rationales, data_cfg.extra_rationales)]
     test_ids = test_split_ids(task, data_cfg.data_dir) if any(files) else set()
     own, extra = ({} if not path else read_rationale_file(path, test_ids) for path in files)
     return RationaleSelector(data_cfg, task, own, extra)
