@@ -46,6 +46,23 @@ def attach_rationales(task: Task, examples: list[Example], path: str | Path) -> 
     return out, missing
 
 
+def example_views(cfg: RunConfig, tokenizer, text: str, label: str, rationales: list[str], i: int) -> list[Feature]:
+    """The features of example ``i``: single_task, one per rationale (rationale + label); else the label view,
+    then (dsbs) one view per rationale, each weighing ``rationale_weights`` (1/K for per_input)."""
+    s, method, layout = cfg.student, cfg.method.name, cfg.student.prompt_layout
+    weights = rationale_weights([len(rationales)], cfg.data.rationale_weighting)
+    if method == "single_task":
+        return [make_feature(tokenizer, s.family, "rationale", text, r + SINGLE_TASK_JOIN + label, s.max_input_tokens,
+                             s.max_rationale_tokens + s.max_label_tokens, LABEL_TASK, i, layout, w)
+                for r, w in zip(rationales, weights)]
+    views = [make_feature(tokenizer, s.family, "label", text, label, s.max_input_tokens, s.max_label_tokens,
+                          LABEL_TASK, i, layout)]
+    if method == "dsbs":
+        views += [make_feature(tokenizer, s.family, "rationale", text, r, s.max_input_tokens, s.max_rationale_tokens,
+                               RATIONALE_TASK, i, layout, w) for r, w in zip(rationales, weights)]
+    return views
+
+
 def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tokenizer) -> TrainingData:
     """Features for ``cfg.method`` over ``examples``, with a report of what the failure policy and the rationale
     policies did (``report["rationales"]``, from ``student/rationales.py``). An input with K rationales gets
@@ -67,8 +84,7 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
         raise DataError(f"{len(failed)} training rows have no parsable teacher output (e.g. {ids}); set "
                         "data.teacher_failures=drop_rationale or drop_row to train without them")
     selector = make_selector(cfg.data, task) if needs_rationale else None
-    layout = s.prompt_layout
-    kept, features, by_example, chosen, truncated = [], [], [], [], 0
+    kept, features, by_example, chosen = [], [], [], []
     for ex in examples:
         bad = ex.teacher_label is None or ex.teacher_rationale is None
         label = ex.label if labels == "gold" else ex.teacher_label
@@ -83,29 +99,13 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
         if method == "single_task" and not texts:  # its target is the rationale followed by the label
             report["rows_dropped"] += 1
             continue
-        i = len(kept)
+        if method == "dsbs" and not texts:
+            report["rationales_dropped"] += 1
+        views = example_views(cfg, tokenizer, ex.input, label, texts, len(kept))
+        by_example.append(list(range(len(features), len(features) + len(views))))
+        features += views
         kept.append(ex)
         chosen.append(texts)
-        ids = []
-        weights = rationale_weights([len(texts)], cfg.data.rationale_weighting)
-        if method == "single_task":
-            for text, w in zip(texts, weights):
-                ids.append(len(features))
-                features.append(make_feature(tokenizer, s.family, "rationale", ex.input, text + SINGLE_TASK_JOIN + label,
-                                             s.max_input_tokens, s.max_rationale_tokens + s.max_label_tokens,
-                                             LABEL_TASK, i, layout, w))
-        else:
-            ids.append(len(features))
-            features.append(make_feature(tokenizer, s.family, "label", ex.input, label, s.max_input_tokens,
-                                         s.max_label_tokens, LABEL_TASK, i, layout))
-            if method == "dsbs" and not texts:
-                report["rationales_dropped"] += 1
-            for text, w in zip(texts, weights):
-                ids.append(len(features))
-                features.append(make_feature(tokenizer, s.family, "rationale", ex.input, text, s.max_input_tokens,
-                                             s.max_rationale_tokens, RATIONALE_TASK, i, layout, w))
-                truncated += target_overflows(tokenizer, s.family, text, s.max_rationale_tokens)
-        by_example.append(ids)
     if not kept:
         raise DataError(f"no training rows left for method '{method}' with labels '{labels}' "
                         f"after the teacher-failure policy '{policy}'")
@@ -114,9 +114,10 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
     if selector is not None:
         report["rationales"] = selector.report()
         if method == "dsbs":  # cut at student.max_rationale_tokens: their ends are not trained
-            report["rationales"]["truncated_to_max_rationale_tokens"] = truncated
+            report["rationales"]["truncated_to_max_rationale_tokens"] = sum(
+                target_overflows(tokenizer, s.family, text, s.max_rationale_tokens) for texts in chosen for text in texts)
     shared = None
-    if method == "dsbs" and layout == "suffix":
+    if method == "dsbs" and s.prompt_layout == "suffix":
         from stepdistill.student.shared import shared_feature
 
         shared = []
