@@ -245,7 +245,8 @@ def test_the_test_overlap_file_and_test_ids_are_refused(tmp_path, data_dir):
     with pytest.raises(DataError, match="refusing to train on extra_rationales_test_overlap.jsonl"):
         read_rationale_file(overlap)
     test_id = json.loads((data_dir / "svamp" / "test.jsonl").read_text().splitlines()[0])["id"]
-    sneaky = _write(tmp_path / "mine.jsonl", [{"id": "chal-1", "rationales": ["a"]}, {"id": test_id, "rationales": ["b"]}])
+    sneaky = _write(tmp_path / "mine.jsonl", [{"id": "chal-1", "rationales": ["a"]},
+                                              {"id": test_id, "rationales": ["b"]}])
     cfg = load_config(None, ["student.name=tiny-random-llama", f"data.extra_rationales={sneaky}"])
     tok = load_pretrained("causal", "tiny-random-llama")[1]
     with pytest.raises(DataError, match=rf"mine.jsonl:2: id '{test_id}' is in the test split"):

@@ -115,7 +115,8 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
         report["rationales"] = selector.report()
         if method == "dsbs":  # cut at student.max_rationale_tokens: their ends are not trained
             report["rationales"]["truncated_to_max_rationale_tokens"] = sum(
-                target_overflows(tokenizer, s.family, text, s.max_rationale_tokens) for texts in chosen for text in texts)
+                target_overflows(tokenizer, s.family, text, s.max_rationale_tokens)
+                for texts in chosen for text in texts)
     shared = None
     if method == "dsbs" and s.prompt_layout == "suffix":
         from stepdistill.student.shared import shared_feature

@@ -1,6 +1,6 @@
 """Rationale pools: several rationales per input, and the policies that choose which ones a student trains on.
 
-    stepdistill train configs/svamp-smollm2.yaml --set data.extra_rationales=../shared/data/svamp/extra_rationales_train.jsonl \
+    stepdistill train configs/svamp-smollm2.yaml --set data.extra_rationales=svamp/extra_rationales_train.jsonl \
         --set data.rationale_sources=[mcc-kd-chatgpt] --set data.rationale_policy=correct \
         --set data.max_rationales_per_input=4
 

@@ -237,9 +237,10 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     wanted = {ex.id for ex in examples}
     records = [r for r in records if r.example_id in wanted and r.sample_index < cfg.samples]
     report = summarize(task, examples, records, cfg.samples)
-    report.update(teacher=teacher, prompt_hash=prompt_hash, split=cfg.split, filter=cfg.filter, rationalize=cfg.rationalize,
-                  asked_this_run=len(jobs), stored_this_run=stored, failed_this_run=len(failures),
-                  failures=failures[:20], seconds=round(elapsed, 2), settings=cfg.teacher.public())
+    report.update(teacher=teacher, prompt_hash=prompt_hash, split=cfg.split, filter=cfg.filter,
+                  rationalize=cfg.rationalize, asked_this_run=len(jobs), stored_this_run=stored,
+                  failed_this_run=len(failures), failures=failures[:20], seconds=round(elapsed, 2),
+                  settings=cfg.teacher.public())
     export_rows = export(task, examples, records, cfg.filter, cfg.rationalize)
     report["rationale_words_exported"] = length_stats(len((r["teacher_rationale"] or "").split()) for r in export_rows
                                                       if r["teacher_parse_ok"])

@@ -42,10 +42,12 @@ INSTRUCTIONS = {
 # --rationalize (STaR's rationalization; Magister et al.; SCOTT): the gold answer is shown with each question and
 # the teacher explains it. Per answer kind: the instruction, and the hint put after every input (exemplars too).
 RATIONALIZE_INSTRUCTIONS = {
-    "classification": "The correct answer is given after each question. Explain in one or two short sentences why "
-                      "it is correct, then finish with \"So the answer is <label>.\" where <label> is one of: {labels}.",
-    "multiple_choice": "The correct answer is given after each multiple-choice question. Explain in one or two short "
-                       "sentences why it is the best choice, then finish with \"So the answer is (<letter>) <choice>.\"",
+    "classification": "The correct answer is given after each question. Explain in one or two short sentences "
+                      "why it is correct, then finish with \"So the answer is <label>.\" where <label> is one of: "
+                      "{labels}.",
+    "multiple_choice": "The correct answer is given after each multiple-choice question. Explain in one or two "
+                       "short sentences why it is the best choice, then finish with \"So the answer is (<letter>) "
+                       "<choice>.\"",
     "equation": "The correct answer is given after each math word problem. Explain step by step how to get it from "
                 "the numbers in the problem, then finish with \"So the answer is (<equation>).\" where <equation> uses "
                 "only numbers from the problem and + - * /.",
