@@ -8,6 +8,9 @@ both views start with the same tokens, and one row can hold ``input | label segm
 * a block attention mask lets the rationale segment see the input and itself, never the label segment;
 * position ids restart at ``len(input)`` for the rationale segment.
 
+With several rationales per input (``data.max_rationales_per_input``), each gets its own segment after the label
+(the same mask rule keeps them apart) and its tokens weigh 1/K (``data.rationale_weighting=per_input``).
+
 The logits at every target position then equal those of the two separate suffix-layout views
 (``views.make_feature(..., layout="suffix")``; up to float
 rounding), so the loss is the same ``alpha * label_loss + (1 - alpha) * rationale_loss`` while the input is
