@@ -117,7 +117,8 @@ def test_samples_are_exported_as_a_list_and_trained_on_together(tmp_path, echo, 
     spec = write_task(tmp_path / "t", n=6)
     code = cli_main(["extract", "--task", str(spec), "--teacher", "echo", "--samples", "3", "--temperature", "0.7",
                      "--rationalize", "--out", str(tmp_path / "out"), "--no-progress"])
-    assert code == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert code == 0 and "rationale words: median 8 (p10 4, p90 12, mean 8) over 18 parsed answers; rationalized" in out
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["rationale_words"] == {"n": 18, "mean": 8.0, "median": 8.0, "p10": 4.0, "p90": 12.0, "min": 4,
                                          "max": 12}

@@ -81,4 +81,9 @@ def format_summary(r: dict) -> str:
         f"  agreement with vote: {r['agreement_with_vote']}%; tokens: {r['prompt_tokens']} prompt + "
         f"{r['completion_tokens']} completion",
     ]
+    words = r.get("rationale_words") or {}
+    if words.get("n"):
+        lines.append(f"  rationale words: median {words['median']:g} (p10 {words['p10']:g}, p90 {words['p90']:g}, "
+                     f"mean {words['mean']:g}) over {words['n']} parsed answers"
+                     + ("; rationalized (the gold answer was in the prompt)" if r.get("rationalize") else ""))
     return "\n".join(lines)
