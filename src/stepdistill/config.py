@@ -150,6 +150,9 @@ class TrainConfig:
     """fp32 (float32 math), bf16 (autocast matmuls to bfloat16, float32 weights and optimiser; faster on CPUs
     and GPUs with bf16 units, not bit-exact; on a CPU without them, emulated and slower than fp32: a warning says
     so), or auto (bf16 where the device has bf16 units, else fp32; metrics.json names the one used)."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers to send losses, lr, examples/s, validation results and the config to: any of
+    tensorboard, wandb, mlflow (HF's names; each needs its own package); [] = none."""
     compile: bool = False
     """torch.compile the training forward and backward (inductor, dynamic shapes). Same loss within float noise;
     the first step pays the compilation (about a minute for SmolLM2-135M on a 2-core CPU), so it pays off only on
@@ -197,6 +200,12 @@ def _hint(cls, name):
 def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
     """Check ``value`` against a simple type hint (int, float, str, bool, Optional/Union of those)."""
     origin = typing.get_origin(hint)
+    if origin is list:  # list[str]: a YAML list of strings, or one string
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        problems.append(f"{where}: expected a list of strings, got {value!r}")
+        return value
     options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:
@@ -298,6 +307,11 @@ def validate(cfg: RunConfig) -> None:
     check(t.eval_every is None or t.eval_every > 0, "train.eval_every: must be positive")
     check(t.patience is None or t.patience > 0, "train.patience: must be positive")
     check(t.checkpoint_every is None or t.checkpoint_every > 0, "train.checkpoint_every: must be positive")
+    from stepdistill.student.tracking import TRACKERS
+
+    unknown = [r for r in t.report_to if r not in TRACKERS.names()]
+    check(not unknown, f"train.report_to: unknown tracker(s) {', '.join(unknown)}; "
+                       f"known: {', '.join(TRACKERS.names())}")
     check(e.batch_size > 0, "eval.batch_size: must be positive")
     check(e.max_new_tokens is None or e.max_new_tokens > 0, "eval.max_new_tokens: must be positive")
     check(e.label_scoring in ("generate", "score"), f"eval.label_scoring: generate or score, got '{e.label_scoring}'")
@@ -375,7 +389,8 @@ def settings_differ(saved: dict, cfg: RunConfig) -> list[str]:
 
 # settings a resumed run may change: they decide how fast it runs or what is kept, not what it computes
 # (thread count and compilation reorder float sums, so they change results only within float noise)
-NOT_RESULT_SETTINGS = {"train.keep_checkpoint", "train.checkpoint_every", "train.num_threads", "train.compile"}
+NOT_RESULT_SETTINGS = {"train.keep_checkpoint", "train.checkpoint_every", "train.num_threads", "train.compile",
+                       "train.report_to"}
 
 
 # values that older versions wrote to config.yaml, and what they are called now
