@@ -149,6 +149,7 @@ def test_default_trains_one_teacher_rationale_as_before(tok, extra):
     assert [len(ids) for ids in data.by_example] == [2, 2, 2, 2]
     assert all(f.weight == 1.0 for f in data.features)
     assert _texts(tok, data, 0) == [EXAMPLES[0].teacher_rationale]
+    assert data.report["teacher"] == get_task("svamp").teacher  # the task's own (PaLM); no other source kept
     r = data.report["rationales"]
     assert (r["candidates"], r["kept"], r["dropped_over_cap"]) == (4 + 4 + 2 + 1, 4, 7)
 
@@ -162,6 +163,7 @@ def test_all_rationales_of_an_input_each_weigh_one_over_k(tok, extra):
     assert (r["kept"], r["dropped_source"], r["inputs_label_only"], r["rationales_per_input"]) == \
         (4, 7, 3, {"0": 3, "4": 1})
     assert data.report["rationales_dropped"] == 3  # rows without rationales keep the label task, counted
+    assert data.report["teacher"] == "a (rationales from extra.jsonl), b (rationales from extra.jsonl)"
     per_rationale = _build(tok, f"data.extra_rationales={extra}", "data.rationale_sources=[a, b]",
                            "data.max_rationales_per_input=null", "data.rationale_weighting=per_rationale")
     assert {f.weight for f in per_rationale.features} == {1.0}
@@ -289,6 +291,8 @@ def test_training_on_the_shared_svamp_rationales_reports_counts(tmp_path, data_d
     assert r["candidates"] == r["dropped_source"] + r["dropped_wrong"] + r["dropped_over_cap"] + r["kept"]
     assert 0 < r["inputs_label_only"] < 48 and max(int(k) for k in r["rationales_per_input"]) == 4
     assert r["words_kept"]["n"] == r["kept"] and r["words_kept"]["median"] > 20
+    assert r["kept_by_source"] == {"mcc-kd-chatgpt": r["kept"]}
+    assert metrics["train"]["data"]["teacher"] == "mcc-kd-chatgpt (rationales from extra_rationales_train.jsonl)"
 
 
 def test_the_svamp_rationales_study_arms_are_plain_config_overrides(repo, data_dir):

@@ -157,6 +157,7 @@ class RationaleSelector:
         self.per_input: list[int] = []
         self.kept_words: list[int] = []
         self.candidate_words: list[int] = []
+        self.kept_sources: dict[str, int] = {}
 
     def pool(self, ex: Example, teacher_ok: bool) -> list[Rationale]:
         """Every candidate of ``ex``, teacher first; ``teacher_ok``: its own teacher rationale is usable."""
@@ -191,6 +192,8 @@ class RationaleSelector:
             c["dropped_over_cap"] += max(0, len(pool) - cap)
             pool = pool[:cap]
         c["kept"] += len(pool)
+        for r in pool:
+            self.kept_sources[r.source] = self.kept_sources.get(r.source, 0) + 1
         self.per_input.append(len(pool))
         self.kept_words += [r.words for r in pool]
         return [r.text for r in pool]
@@ -206,7 +209,7 @@ class RationaleSelector:
             "max_words": cfg.max_rationale_words, "weighting": cfg.rationale_weighting,
             **self.counts, "inputs": len(k), "inputs_with_candidates": self.inputs_with_candidates,
             "inputs_with_rationales": sum(1 for n in k if n), "inputs_label_only": sum(1 for n in k if not n),
-            "rationales_per_input": hist, "words_kept": length_stats(self.kept_words),
+            "rationales_per_input": hist, "kept_by_source": dict(sorted(self.kept_sources.items())), "words_kept": length_stats(self.kept_words),
             "words_candidates": length_stats(self.candidate_words),
         }
 
@@ -223,6 +226,16 @@ def resolve_rationale_path(path: str | None, data_dir) -> Path | None:
     except StepdistillError:
         return Path(path)
     return candidate if candidate.exists() else Path(path)
+
+
+def provenance(selector: RationaleSelector, own_teacher: str, teacher_labels: bool) -> str:
+    """Who wrote what a run trains on: the input's own teacher (``own_teacher``) where its rationales or labels are
+    used, and each other source of kept rationales with its file, most rationales first."""
+    others = sorted((s for s in selector.kept_sources if s != TEACHER_SOURCE), key=lambda s: -selector.kept_sources[s])
+    parts = [own_teacher] if selector.kept_sources.get(TEACHER_SOURCE) or teacher_labels else []
+    name = Path(selector.cfg.extra_rationales or "").name
+    parts += [f"{s} (rationales from {name})" for s in others]
+    return ", ".join(parts) or "none: fine-tuned on gold labels only"
 
 
 def make_selector(data_cfg, task: Task) -> RationaleSelector:
