@@ -209,8 +209,8 @@ class RationaleSelector:
             "max_words": cfg.max_rationale_words, "weighting": cfg.rationale_weighting,
             **self.counts, "inputs": len(k), "inputs_with_candidates": self.inputs_with_candidates,
             "inputs_with_rationales": sum(1 for n in k if n), "inputs_label_only": sum(1 for n in k if not n),
-            "rationales_per_input": hist, "kept_by_source": dict(sorted(self.kept_sources.items())), "words_kept": length_stats(self.kept_words),
-            "words_candidates": length_stats(self.candidate_words),
+            "rationales_per_input": hist, "kept_by_source": dict(sorted(self.kept_sources.items())),
+            "words_kept": length_stats(self.kept_words), "words_candidates": length_stats(self.candidate_words),
         }
 
 
