@@ -58,13 +58,16 @@ def free_port() -> int:
 class ThreadServer:
     """``with ThreadServer(app) as url:`` serves ``app`` with uvicorn on a free loopback port."""
 
-    def __init__(self, app):
+    def __init__(self, app, settings=None):
         import uvicorn
+
+        from stepdistill.serve.server import ServeSettings, uvicorn_config
 
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(uvicorn_config(app, settings or ServeSettings(), log_level="warning",
+                                                    lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> str:
