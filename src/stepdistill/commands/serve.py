@@ -42,7 +42,7 @@ def add_arguments(p):
     p.add_argument("--engine", default="torch", help="what runs the model: torch (default), llamacpp (a GGUF "
                    "from `stepdistill export --gguf`), onnx (an export with --onnx; label-only)")
     p.add_argument("--model-name", help="model id on /v1/models (default: TASK-METHOD-student)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 is often fastest for small students on a "
+    p.add_argument("--threads", type=int, help="CPU threads of the engine (1 is often fastest for small students on a "
                    "busy or small CPU)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
@@ -60,5 +60,5 @@ def main(args) -> int:
                              request_timeout_s=args.request_timeout_s, rate_limit=args.rate_limit,
                              rate_burst=args.rate_burst)
     serve(args.run_dir, host=args.host, port=args.port, settings=settings, log_level=args.log_level,
-          engine=args.engine, api_key=args.api_key, model_name=args.model_name)
+          engine=args.engine, api_key=args.api_key, model_name=args.model_name, threads=args.threads)
     return 0

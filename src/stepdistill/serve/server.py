@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from stepdistill.errors import StepdistillError
@@ -303,7 +304,7 @@ def uvicorn_config(app, settings: ServeSettings, **kw):
 
 def serve(path: str, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
           log_level: str = "info", *, engine: str = "torch", api_key: str | None = None,
-          model_name: str | None = None) -> None:
+          model_name: str | None = None, threads: int | None = None) -> None:
     """Load the student of a run (or exported) directory with ``engine`` and serve it with uvicorn until
     interrupted. ``api_key`` defaults to $STEPDISTILL_API_KEY."""
     try:
@@ -319,8 +320,9 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, settings: ServeS
     if settings.problems():
         raise StepdistillError("; ".join(settings.problems()))
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
-    student = load_engine(engine, path)
-    app = create_app(student, settings, info=run_info(path).summary(), api_key=api_key, model_name=model_name)
+    student = load_engine(engine, path, threads=threads)
+    info_dir = Path(path).parent if str(path).endswith(".gguf") else path
+    app = create_app(student, settings, info=run_info(info_dir).summary(), api_key=api_key, model_name=model_name)
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: anyone who reaches it can call it (--api-key)", host)
     uvicorn.Server(uvicorn_config(app, settings, host=host, port=port, log_level=log_level)).run()
