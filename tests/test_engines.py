@@ -48,3 +48,38 @@ def test_server_with_the_llamacpp_engine_answers_openai_clients(tmp_path):
         assert r.usage.prompt_tokens > 0
     finally:
         engine.close()
+
+
+# ---- the torch engine's lean greedy loop ----------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["prefix", "suffix"])
+def test_torch_engine_gives_the_labels_and_rationales_of_generate(tmp_path, layout):
+    model_dir = lively_model_dir(tmp_path, layout=layout)
+    fast = load_engine("torch", model_dir, precision="float32")
+    slow = Student.load(model_dir)
+    inputs = TEXTS + [t.replace("apples", "pears") for t in TEXTS]
+    for batch_size in (1, 3):
+        assert fast.predict(inputs, explain=True, batch_size=batch_size) == slow.predict(inputs, explain=True,
+                                                                                         batch_size=batch_size)
+    assert fast.predict(TEXTS, max_new_tokens=1) == slow.predict(TEXTS, max_new_tokens=1)
+
+
+def test_torch_engine_on_a_seq2seq_student_uses_generate(tmp_path):
+    model_dir = lively_model_dir(tmp_path, family="seq2seq")
+    assert load_engine("torch", model_dir, precision="float32").predict(TEXTS) == Student.load(model_dir).predict(
+        TEXTS)
+
+
+def test_label_scoring_is_the_default_where_validation_showed_it_no_worse():
+    from types import SimpleNamespace
+
+    from stepdistill.serve.engines import validated_scoring
+    from stepdistill.tasks import get_task
+
+    s = SimpleNamespace(method="dsbs", task=get_task("esnli"), meta={"label_scoring": "generate"})
+    both = {"valid": {"accuracy": 0.80, "label_scoring": "generate"}, "valid:score": {"accuracy": 0.81}}
+    assert validated_scoring(s, both) == "score"
+    assert validated_scoring(s, {**both, "valid:score": {"accuracy": 0.79}}) is None
+    assert validated_scoring(s, {"valid": {"accuracy": 0.8}}) is None  # scoring was never validated
+    assert validated_scoring(SimpleNamespace(**{**vars(s), "task": get_task("svamp")}), both) is None
+    assert validated_scoring(SimpleNamespace(**{**vars(s), "method": "single_task"}), both) is None

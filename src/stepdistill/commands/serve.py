@@ -41,6 +41,8 @@ def add_arguments(p):
                    "$STEPDISTILL_API_KEY; prefer the variable: a flag shows in the process list)")
     p.add_argument("--engine", default="torch", help="what runs the model: torch (default), llamacpp (a GGUF "
                    "from `stepdistill export --gguf`), onnx (an export with --onnx; label-only)")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="torch engine weights (default auto: bfloat16 where the CPU/GPU has bf16 units)")
     p.add_argument("--model-name", help="model id on /v1/models (default: TASK-METHOD-student)")
     p.add_argument("--threads", type=int, help="CPU threads of the engine (1 is often fastest for small students on a "
                    "busy or small CPU)")
@@ -60,5 +62,6 @@ def main(args) -> int:
                              request_timeout_s=args.request_timeout_s, rate_limit=args.rate_limit,
                              rate_burst=args.rate_burst)
     serve(args.run_dir, host=args.host, port=args.port, settings=settings, log_level=args.log_level,
-          engine=args.engine, api_key=args.api_key, model_name=args.model_name, threads=args.threads)
+          engine=args.engine, api_key=args.api_key, model_name=args.model_name, threads=args.threads,
+          precision=args.precision)
     return 0
