@@ -268,13 +268,13 @@ def test_auto_precision_takes_bf16_only_with_bf16_units_and_emulated_bf16_warns(
     training_same_examples_icelake): auto falls back to fp32 there (the same losses as fp32), an explicit bf16 is
     kept with a warning, and metrics.json names the precision used. The CPU's flags are faked both ways."""
     from stepdistill.config import load_config
-    from stepdistill.student import train
+    from stepdistill.student import machine, train
 
     first = {}
     for isa, setting, used, warns in [([], "fp32", "fp32", False), (["avx512f"], "auto", "fp32", False),
                                       (["avx512_bf16", "avx512f"], "auto", "bf16", False),
                                       (["avx512f"], "bf16", "bf16", True), (["amx_bf16"], "bf16", "bf16", False)]:
-        monkeypatch.setattr(train, "cpu_isa", lambda isa=isa: isa)
+        monkeypatch.setattr(machine, "cpu_isa", lambda isa=isa: isa)
         cfg = load_config(REPO / "configs" / "tiny-causal.yaml", [
             f"output_dir={tmp_path / (setting + '-' + '-'.join(isa))}", "train.max_steps=2", "data.valid_size=4",
             f"train.mixed_precision={setting}", "student.prompt_layout=suffix"])
