@@ -210,7 +210,7 @@ def resolve_dtype(precision: str) -> str:
     import torch
 
     if precision == "auto":
-        from stepdistill.student.train import native_bf16
+        from stepdistill.student.machine import native_bf16
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return "bfloat16" if native_bf16(device) else "float32"
