@@ -131,6 +131,8 @@ def test_export_verb_writes_the_gguf_and_serve_finds_it(root):
                            "--quant", "q8_0"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "model-q8_0.gguf" in done.stdout and find_gguf(out) == out / "model-q8_0.gguf"
+    card = (out / "README.md").read_text()
+    assert "llama-server -m model-q8_0.gguf" in card and "ollama create" in card and "{{ .Prompt }}" in card
     assert isinstance(load_engine("llamacpp", out / "model-q8_0.gguf"), LlamaCppStudent)
 
 

@@ -100,10 +100,12 @@ def export(path: str | Path, out: str | Path, *, overwrite: bool = False, onnx: 
         onnx_path = export_onnx(model, meta["family"], tmp / "onnx")
     gguf_path = None
     if gguf:
-        from stepdistill.serve.gguf_export import export_gguf
+        from stepdistill.serve.gguf_export import card_section, export_gguf
 
         gguf_path = export_gguf(model, tokenizer, spec, tmp / f"model-{gguf}.gguf", gguf,
                                 name=f"{task.name} {meta['method']} student")
+        with open(tmp / "README.md", "a", encoding="utf-8") as card:
+            card.write(card_section(gguf_path.name, spec))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -175,3 +175,32 @@ def export_gguf(model, tokenizer, spec: dict, out: Path, quant: str = "f16", nam
     writer.close()
     tmp.replace(out)
     return out
+
+
+def card_section(gguf_name: str, spec: dict) -> str:
+    """The model card's part on running the GGUF with llama.cpp's server and with Ollama."""
+    example = spec["input_template"]
+    return f"""
+## Run with llama.cpp or Ollama
+
+`{gguf_name}` holds the weights, the tokenizer and a chat template: the **last user message** is the
+formatted input (the template above: `{example!r}`), wrapped as `{spec['label_prefix']!r} + input +
+{spec['answer_marker']!r}`; no BOS token. Decode greedily; the first line of the answer is the label.
+
+```bash
+llama-server -m {gguf_name} --port 8080 --temp 0 --top-k 1
+curl -s 127.0.0.1:8080/v1/chat/completions -d '{{"messages": [{{"role": "user", "content": "<formatted input>"}}], "max_tokens": {spec['max_new_tokens']}}}'
+
+cat > Modelfile <<'EOF'
+FROM ./{gguf_name}
+TEMPLATE {'"' * 3}{spec['label_prefix']}{{{{ .Prompt }}}}{spec['answer_marker']}{'"' * 3}
+PARAMETER temperature 0
+PARAMETER top_k 1
+PARAMETER num_predict {spec['max_new_tokens']}
+EOF
+ollama create student -f Modelfile && ollama run student "<formatted input>"
+```
+llama.cpp tokenizes the templated prompt as one string; where the prompt prefix ends inside a word
+(the `prefix` layout's `"[label] "`), a label can differ from stepdistill's, which tokenizes the pieces
+one by one (`stepdistill serve DIR --engine llamacpp` feeds those exact tokens to llama.cpp).
+"""
