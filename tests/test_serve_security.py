@@ -37,6 +37,15 @@ def test_every_route_but_health_needs_the_api_key():
             openai.OpenAI(base_url=url + "/v1", api_key="nope", max_retries=0).models.list()
 
 
+def test_the_key_comes_from_the_flag_else_the_environment(monkeypatch):
+    from stepdistill.serve.server import API_KEY_ENV, api_key_from
+
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert api_key_from(None) == "from-env" and api_key_from("flag") == "flag"
+    monkeypatch.setenv(API_KEY_ENV, "")
+    assert api_key_from(None) is None
+
+
 def test_without_a_key_nothing_is_asked():
     with ThreadServer(create_app(EchoStudent())) as url:
         assert httpx.post(url + "/predict", json={"input": "a"}).status_code == 200

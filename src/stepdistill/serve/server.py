@@ -288,6 +288,11 @@ def create_app(student, settings: ServeSettings | None = None, info: dict | None
     return app
 
 
+def api_key_from(flag: str | None) -> str | None:
+    """The API key to require: ``--api-key``, else $STEPDISTILL_API_KEY, else none (an empty one is none)."""
+    return flag or os.environ.get(API_KEY_ENV) or None
+
+
 def uvicorn_config(app, settings: ServeSettings, **kw):
     """uvicorn settings for ``app``: h11 with a deadline for slow clients (see ``security.guarded_h11``)."""
     import uvicorn
@@ -314,7 +319,7 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, settings: ServeS
     settings = settings or ServeSettings()
     if settings.problems():
         raise StepdistillError("; ".join(settings.problems()))
-    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    api_key = api_key_from(api_key)
     options = {"precision": precision} if engine == "torch" else {}
     if precision != "auto" and not options:
         raise StepdistillError(f"--precision applies to the torch engine; the {engine} engine runs its file as is")
