@@ -28,8 +28,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import (DATASETS, PAPER_METHODS, RESULTS, bootstrap_text, by_setting,  # noqa: E402
-                     extra_of, git_commit, ids_digest, load_rows, mcnemar, pct, pick_setting, seed_row_bootstrap)
+from quality import DATASETS, PAPER_METHODS, RESULTS, bootstrap_text, extra_of, git_commit, load_rows, pct  # noqa: E402
+
+from stepdistill.study.records import ids_digest  # noqa: E402
+from stepdistill.study.stats import by_setting, mcnemar, pick_setting, seed_row_bootstrap  # noqa: E402
 
 SCORABLE = ["cqa", "esnli", "anli1"]  # svamp answers are equations: nothing to score
 METHODS = [m for m in PAPER_METHODS if m != "single_task"]  # single-task writes its rationale before the label

@@ -1,12 +1,13 @@
-"""Memory of a process that trains one cell after another (quality.py, a sweep, a notebook), with and without
+"""Memory of a process that trains one cell after another (a study, a sweep, a notebook), with and without
 ``stepdistill.pipeline.release_memory`` after each run; writes benchmarks/results/memory_cells.json.
 
     python benchmarks/memory_cells.py                   # SmolLM2-135M, 4 short ANLI cells per mode (~8 min)
     python benchmarks/memory_cells.py --student tiny-random-llama --steps 2   # a smoke run (seconds)
 
-Each mode runs in its own fresh process, so one mode's heap cannot help the other. A cell is a real
-``pipeline.run`` (load the student, train ``--steps`` steps, validate, test) with the fast options (suffix layout,
-bf16), alternating standard fine-tuning and DSbS. Resident memory (VmRSS) is read after each run, and the peak
+Each mode runs in its own fresh process, so one mode's heap cannot help the other. A cell is a cell of a
+two-arm study, run as ``stepdistill study`` runs it (``study.runner.run_cell``: a real ``pipeline.run``: load the
+student, train ``--steps`` steps, validate, test, with the fast options, suffix layout and bf16), alternating
+standard fine-tuning and DSbS. Resident memory (VmRSS) is read after each run, and the peak
 (VmHWM) at the end: a leak shows as RSS that grows cell after cell; memory the allocator keeps shows as a high
 RSS that stays flat and that ``release_memory`` gives back.
 """
@@ -34,24 +35,31 @@ def status_mb(field: str) -> int:
 
 
 def child(args) -> dict:
-    """One mode, in this process: run the cells, RSS after each."""
+    """One mode, in this process: the cells of a two-arm study run by the study runner (which gives the memory
+    back after each cell through ``release_memory``), RSS after each."""
+    import shutil
+
     import stepdistill.pipeline as pipeline
-    from stepdistill.config import load_config
+    from stepdistill.study.runner import run_cell
+    from stepdistill.study.spec import StudySpec
 
     if args.mode == "keep":
-        pipeline.release_memory = lambda: False  # pipeline.run looks it up at call time
+        pipeline.release_memory = lambda: False  # looked up at call time by the runner and pipeline.run
+    spec = StudySpec(path=Path(__file__), name="memory_cells", config=REPO / "configs" / "anli1-smollm2.yaml",
+                     methods={"standard": ["method.name=standard"], "dsbs": ["method.name=dsbs"]},
+                     baseline="standard", seeds=list(range((args.cells + 1) // 2)), lrs=[3e-4], epochs=[1.0],
+                     train_sizes=[64], students=[args.student],
+                     set=["data.valid_size=8", "data.test_size=8", f"train.max_steps={args.steps}",
+                          "student.prompt_layout=suffix", "train.mixed_precision=bf16"])
+    runs_dir = Path(args.runs_dir) / args.mode
+    shutil.rmtree(runs_dir, ignore_errors=True)  # every cell trains: a finished run would be read back instead
     cells = []
-    for i in range(args.cells):
-        method = ["standard", "dsbs"][i % 2]
-        cfg = load_config(REPO / "configs" / "anli1-smollm2.yaml", [
-            f"output_dir={Path(args.runs_dir) / f'{args.mode}-{i}'}", f"student.name={args.student}",
-            f"method.name={method}", "data.train_size=64", "data.valid_size=8", "data.test_size=8",
-            f"train.max_steps={args.steps}", "student.prompt_layout=suffix", "train.mixed_precision=bf16",
-            f"train.num_threads={args.threads}"])
+    for i, cell in enumerate(spec.cells()[:args.cells]):
         t0 = time.time()
-        pipeline.run(cfg, overwrite=True)
-        cells.append({"cell": i, "method": method, "rss_mb": status_mb("VmRSS"), "seconds": round(time.time() - t0, 1)})
-        print(f"  {args.mode} cell {i} ({method}): RSS {cells[-1]['rss_mb']} MB", file=sys.stderr, flush=True)
+        run_cell(spec, cell, runs_dir, args.threads)
+        cells.append({"cell": i, "method": cell.arm, "rss_mb": status_mb("VmRSS"),
+                      "seconds": round(time.time() - t0, 1)})
+        print(f"  {args.mode} cell {i} ({cell.arm}): RSS {cells[-1]['rss_mb']} MB", file=sys.stderr, flush=True)
     return {"mode": args.mode, "cells": cells, "peak_rss_mb": status_mb("VmHWM")}
 
 

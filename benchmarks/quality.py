@@ -35,6 +35,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+# the statistics and the legacy-report index live in the study stage (stepdistill.study), used here
+from stepdistill.study.legacy import legacy_index
+from stepdistill.study.records import ids_digest
+from stepdistill.study.stats import by_setting, mcnemar, mean_spread, pick_setting, pooled_mcnemar, seed_row_bootstrap
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -300,11 +305,6 @@ def run_name(run_dir: str) -> str:
     return Path(run_dir).name
 
 
-def ids_digest(ids: list[str]) -> str:
-    """The short key under which a list of test row ids is stored once, for the bit strings that refer to it."""
-    return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
-
-
 @functools.lru_cache(maxsize=None)
 def correctness(run_dir: str) -> dict[str, bool]:
     """Test row id -> whether the run's prediction is right, from its predictions.jsonl, else from the committed
@@ -375,99 +375,18 @@ def versus_key(dataset, n_train, extra, method, lr, epochs, base_method, base_lr
             float(base_epochs), tuple(seeds))
 
 
-def legacy_index(summary: dict, baseline: str = "standard_ft") -> dict[tuple, dict]:
-    """Every comparison of an earlier ``quality.json`` (tuned, shared-settings, equal-budget and fast-option
-    tables), keyed by what it compared, so a rebuild without those runs' predictions reuses its statistics."""
-    out = {}
-    for e in summary.get("comparisons", []):
-        head = (e["dataset"], e["n_train"], e["options"])
-        tuned = e["tuned"]
-        for method, t in tuned.items():
-            if "vs_" + baseline in t and baseline in tuned:
-                b = tuned[baseline]
-                seeds = sorted(set(t["seeds"]) & set(b["seeds"]))
-                out[versus_key(*head, method, t["lr"], t["epochs"], baseline, b["lr"], b["epochs"], seeds)] = \
-                    t["vs_" + baseline]
-        for c in e.get("shared_settings", []):
-            out[versus_key(*head, c["method"], c["lr"], c["epochs"], baseline, c["lr"], c["epochs"], c["seeds"])] \
-                = c["vs_" + baseline]
-        for c in e.get("equal_budget", []):
-            out[versus_key(*head, c["method"], c["lr"], c["epochs"], baseline, c["baseline_lr"], c["epochs"],
-                           c["seeds"])] = c["vs_" + baseline]
-    for c in summary.get("fast_options", []):
-        out[versus_key(c["dataset"], c["n_train"], c["options"], c["method"], c["lr"], c["epochs"], c["base"],
-                       c["lr"], c["epochs"], c["seeds"])] = c["vs_" + c["base"]]
-    return out
 
 
-def mcnemar(a: dict[str, bool], b: dict[str, bool]) -> dict:
-    """Exact McNemar (two-sided binomial on the discordant pairs) for per-row correctness on shared rows."""
-    from scipy.stats import binomtest
-
-    ids = sorted(set(a) & set(b))
-    a_only = sum(a[i] and not b[i] for i in ids)
-    b_only = sum(b[i] and not a[i] for i in ids)
-    n = a_only + b_only
-    p = binomtest(min(a_only, b_only), n, 0.5).pvalue if n else 1.0
-    return {"rows": len(ids), "a_only_correct": a_only, "b_only_correct": b_only, "p_value": float(f"{float(p):.3g}")}
 
 
-def pooled_mcnemar(pairs: list[tuple[dict, dict]]) -> dict:
-    """McNemar over (seed, row) pairs of several seeds (rows repeat across seeds: not independent)."""
-    a, b = {}, {}
-    for s, (x, y) in enumerate(pairs):
-        a.update({f"{s}:{k}": v for k, v in x.items()})
-        b.update({f"{s}:{k}": v for k, v in y.items()})
-    return mcnemar(a, b)
 
 
-def seed_row_bootstrap(pairs: list[tuple[dict, dict]], resamples: int = 10000, rng_seed: int = 0) -> dict:
-    """Hierarchical paired bootstrap of the accuracy difference a - b over seeds and test rows.
-
-    Each resample draws test rows with replacement (the same draw for every seed, since the seeds share the
-    test rows) and seeds with replacement, and averages the paired per-row differences. Training-seed variance
-    is thus part of the interval, which per-seed McNemar tests leave out. With few seeds the interval is
-    coarse (2 seeds: each resample holds one or both), but it cannot be narrower than the seeds disagree.
-    ``p_value``: two-sided, twice the share of resamples on the other side of zero (floored at 1/resamples).
-    """
-    import numpy as np
-
-    ids = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs))) if pairs else []
-    if not ids:
-        return {}
-    diffs = np.array([[int(a[i]) - int(b[i]) for i in ids] for a, b in pairs], dtype=np.float64)  # seeds x rows
-    k, n = diffs.shape
-    rng = np.random.default_rng(rng_seed)
-    rows = rng.integers(0, n, size=(resamples, n))
-    per_seed = np.stack([d[rows].mean(axis=1) for d in diffs])  # seeds x resamples
-    picks = rng.integers(0, k, size=(resamples, k))
-    stats = per_seed[picks, np.arange(resamples)[:, None]].mean(axis=1)
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    point = float(diffs.mean())
-    other_side = (stats <= 0).mean() if point > 0 else (stats >= 0).mean()
-    p = min(1.0, max(2 * float(other_side), 1 / resamples))
-    return {"diff": round(point, 4), "ci95": [round(float(lo), 4), round(float(hi), 4)], "p_value": float(f"{p:.3g}"),
-            "seeds": k, "rows": n, "resamples": resamples}
 
 
-def mean_spread(values: list[float]) -> tuple[float, float]:
-    mean = statistics.mean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def by_setting(rows: list[dict]) -> dict[tuple[float, float], list[dict]]:
-    """One method's rows grouped by (lr, epochs)."""
-    settings: dict[tuple, list[dict]] = {}
-    for r in rows:
-        settings.setdefault((r["lr"], r["epochs"]), []).append(r)
-    return settings
 
 
-def pick_setting(settings: dict[tuple[float, float], list[dict]]) -> tuple[float, float]:
-    """The tuned (lr, epochs), chosen on validation only: among the settings run with the most seeds, the best
-    mean validation accuracy over seeds; ties -> fewer epochs, lower lr."""
-    return max(settings, key=lambda s: (len(settings[s]),
-                                        statistics.mean(x["valid_accuracy"] or 0 for x in settings[s]), -s[1], -s[0]))
 
 
 def versus(mine: list[dict], base: list[dict]) -> dict | None:

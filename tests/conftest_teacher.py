@@ -111,9 +111,20 @@ class FakeOpenAIServer:
     is answered properly after at most ``max_faults`` failures. ``delay`` slows every proper answer."""
 
     def __init__(self, faults: float = 0.0, delay: float = 0.0, hang: float = 3.0, seed: int = 0,
-                 max_faults: int = 3, retry_after: str = "1"):
+                 max_faults: int = 3, retry_after: str = "1", slots: int | None = None, props: bool = False,
+                 served: str | None = None, reply: str = "ok", api_key: str | None = None):
+        """``slots``: answer at most that many requests at once, the others wait (like a llama.cpp server
+        with that many slots; a request whose client gave up is still computed); ``props``: report
+        ``total_slots`` on GET /props as llama.cpp does. ``served``: the one model the server serves,
+        whatever name is asked for, listed on GET /v1/models. ``reply``: ok, html (a 200 page that is not
+        JSON) or no_choices. ``api_key``: answer 401 to requests without this bearer key."""
         self.faults, self.delay, self.hang, self.max_faults = faults, delay, hang, max_faults
         self.retry_after = retry_after
+        self.slots, self.props, self.served, self.reply, self.api_key = slots, props, served, reply, api_key
+        self.slot_sem = threading.Semaphore(slots) if slots else None
+        self.in_slot, self.max_in_slot = 0, 0
+        self.computed = 0  # answers computed, including those whose client had gone
+        self.open_now, self.max_open = 0, 0  # completion requests being handled at once
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.log: list[tuple[float, str, str]] = []  # (time, query, outcome)
@@ -131,11 +142,32 @@ class FakeOpenAIServer:
                 except OSError:
                     pass
 
+            def do_GET(self):
+                if self.path == "/v1/models" and server.served:
+                    return self._json(200, {"object": "list", "data": [{"id": server.served, "object": "model"}]})
+                if self.path == "/props" and server.props and server.slots:
+                    return self._json(200, {"total_slots": server.slots, "model_path": server.served or "m"})
+                return self._json(404, {"error": {"message": f"no route {self.path}"}})
+
             def do_POST(self):
+                with server.lock:
+                    server.open_now += 1
+                    server.max_open = max(server.max_open, server.open_now)
+                try:
+                    self._post()
+                finally:
+                    with server.lock:
+                        server.open_now -= 1
+
+            def _post(self):
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if self.path not in ("/v1/chat/completions", "/v1/completions"):
                     return self._json(404, {"error": {"message": f"no route {self.path}"}})
+                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    return self._json(401, {"error": {"message": "invalid api key"}})
+                if server.reply == "html":
+                    return self._raw(200, b"<html><body>It works!</body></html>", "text/html")
                 query = query_of(body)
                 with server.lock:
                     fault = None
@@ -157,8 +189,20 @@ class FakeOpenAIServer:
                     self.connection.close()
                     self.close_connection = True
                     return
-                if server.delay:
-                    time.sleep(server.delay)
+                if server.slot_sem:
+                    server.slot_sem.acquire()
+                try:
+                    with server.lock:
+                        server.in_slot += 1
+                        server.max_in_slot = max(server.max_in_slot, server.in_slot)
+                    if server.delay:
+                        time.sleep(server.delay)
+                    with server.lock:
+                        server.in_slot -= 1
+                        server.computed += 1
+                finally:
+                    if server.slot_sem:
+                        server.slot_sem.release()
                 text = answer_for(query)
                 usage = {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}
                 if self.path == "/v1/chat/completions":
@@ -170,12 +214,14 @@ class FakeOpenAIServer:
                 with server.lock:
                     server.answered[query] += 1
                 self._json(200, {"id": "x", "object": obj, "created": 0, "model": body.get("model"),
-                                 "choices": [choice], "usage": usage})
+                                 "choices": [] if server.reply == "no_choices" else [choice], "usage": usage})
 
             def _json(self, code, obj, headers=None):
-                data = json.dumps(obj).encode()
+                self._raw(code, json.dumps(obj).encode(), "application/json", headers)
+
+            def _raw(self, code, data, content_type, headers=None):
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)

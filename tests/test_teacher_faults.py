@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -61,12 +62,27 @@ def test_fatal_error_stops_with_clear_message(tmp_path):
         first = run(ExtractConfig(task=str(spec), teacher=TeacherSettings(model="fake", base_url=url, timeout=2.0),
                                   limit=2, out=str(tmp_path / "o")), progress=False)
     assert first.report["rows"] == 2
-    # the server is gone: a request that cannot connect for its whole back-off stops the run (every other
-    # request would wait as long), and what was stored before stays for the rerun to resume from
-    gone = TeacherSettings(model="fake", base_url=url, timeout=0.5, max_retries=1, retry_base=0.01)
-    with pytest.raises(StepdistillError, match=r"stopped answering: 2 attempts .* failed to connect.*rerun the same"):
+    # the server is gone before the run: nothing listens, which back-off would not fix, so it stops at once
+    gone = TeacherSettings(model="fake", base_url=url, timeout=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(StepdistillError, match=r"cannot connect to .*is the teacher server running"):
         run(ExtractConfig(task=str(spec), teacher=gone, out=str(tmp_path / "o")), progress=False)
-    assert len(_rows(first.store)) == 2
+    assert time.monotonic() - t0 < 5 and len(_rows(first.store)) == 2
+    # the server goes away mid-run (after answers came): a request that cannot connect for its whole back-off
+    # stops the run (every other request would wait as long); what was stored stays for the rerun
+    with FakeOpenAIServer(delay=0.3) as server:
+        def stop_after_first_answer():
+            while not server.answered:
+                time.sleep(0.01)
+            server.httpd.shutdown()
+            server.httpd.server_close()
+
+        threading.Thread(target=stop_after_first_answer, daemon=True).start()
+        dropped = TeacherSettings(model="fake", base_url=server.url, timeout=2.0, concurrency=1, max_retries=2,
+                                  retry_base=0.05)
+        with pytest.raises(StepdistillError, match=r"stopped answering: 3 attempts .* failed to connect.*rerun the"):
+            run(ExtractConfig(task=str(spec), teacher=dropped, out=str(tmp_path / "o3")), progress=False)
+    assert len(_rows(tmp_path / "o3" / "rationales.sqlite")) == 1
     with FakeOpenAIServer() as server:
         bad_model = TeacherSettings(model="fake", base_url=server.url + "/nope", timeout=2.0)
         with pytest.raises(StepdistillError, match="404 for model 'fake'.*--base-url"):

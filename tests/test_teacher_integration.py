@@ -70,8 +70,12 @@ def test_extract_from_llama_cpp_server(llama_server, tmp_path):
                                max_tokens=64, concurrency=2, timeout=60)
     cfg = ExtractConfig(task=str(DEMO_TASK), teacher=settings, split="test", limit=10, samples=2,
                         out=str(tmp_path / "out"))
-    report = run(cfg, progress=False).report
+    logs = []
+    report = run(cfg, progress=False, log=logs.append).report
     assert report["failed_this_run"] == 0 and report["rows"] == 20
+    # the server answers one request at a time and any model name with its own: both are read from it
+    assert any("llama-cpp-python server" in m and "1 request(s) at a time" in m for m in logs), logs
+    assert report["teacher"] == "openai:SmolLM2-135M-Instruct.Q4_1.gguf"
     db = sqlite3.connect(tmp_path / "out" / "rationales.sqlite")
     rows = db.execute("SELECT example_id, sample_index, raw_output, status FROM outputs").fetchall()
     assert len(rows) == 20 and len({(r[0], r[1]) for r in rows}) == 20  # one row per example and sample

@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "predict labels (and rationales) for JSONL inputs"),
     "serve": ("serve", "serve a trained student over HTTP"),
     "export": ("export", "export a trained student as a standalone HF directory"),
+    "study": ("study", "run a study (methods x sizes x students x seeds), resumable, with a report and plots"),
 }
 
 

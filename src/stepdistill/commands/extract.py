@@ -9,8 +9,14 @@ def add_arguments(p):
     g = p.add_argument_group("what")
     g.add_argument("--task", required=True, help="built-in task name or a custom task YAML")
     g.add_argument("--data-dir", help="benchmark data folder (else $STEPDISTILL_DATA)")
-    g.add_argument("--split", default="pool", help="pool (default: the whole training pool), train, valid or test")
-    g.add_argument("--limit", type=int, help="only the first N examples")
+    g.add_argument("--split", default="pool", help="pool (default: the whole training pool), train (the student's "
+                   "training rows: the pool less validation), valid or test")
+    g.add_argument("--limit", type=int, help="only the first N examples of the split (for a quick look; to train "
+                   "on N rows use --train-size)")
+    g.add_argument("--train-size", type=_size, help="exactly the rows a student with data.train_size=N trains on: "
+                   "the same split and seeded subsample (a count, or a fraction <= 1); implies --split train")
+    g.add_argument("--train-seed", type=int, help="the student's train.seed for --train-size (default: the "
+                   "student's default)")
     g.add_argument("--exemplars", help="few-shot exemplars JSONL (default: the task's own)")
     t = p.add_argument_group("teacher")
     t.add_argument("--teacher", default="openai", help="backend: openai (default), transformers, precomputed; "
@@ -52,9 +58,13 @@ def main(args) -> int:
         mode=args.mode, temperature=args.temperature, max_tokens=args.max_tokens, concurrency=args.concurrency,
         timeout=args.timeout, max_retries=args.max_retries, batch_size=args.batch_size, input_path=args.input,
         output_field=args.output_field, seed=args.seed)
-    cfg = ExtractConfig(task=args.task, teacher=settings, data_dir=args.data_dir, split=args.split, limit=args.limit,
+    rows = {"train_size": args.train_size} if args.train_size is not None else {}
+    if args.train_seed is not None:
+        rows["seed"] = args.train_seed
+    split = "train" if args.train_size is not None and args.split == "pool" else args.split
+    cfg = ExtractConfig(task=args.task, teacher=settings, data_dir=args.data_dir, split=split, limit=args.limit,
                         samples=args.samples, out=args.out, store=args.store, exemplars=args.exemplars,
-                        filter=args.filter, teacher_id=args.teacher_id)
+                        filter=args.filter, teacher_id=args.teacher_id, **rows)
     result = run(cfg, progress=not args.no_progress)
     print(format_summary(result.report))
     print(f"store: {result.store}\nexport: {result.export} ({result.report['exported']} rows; use it as "
@@ -64,6 +74,19 @@ def main(args) -> int:
               "rerun the same command to retry only those")
         return 1
     return 0
+
+
+def _size(text: str) -> int | float:
+    """--train-size: a count (200) or a fraction (0.25), as data.train_size."""
+    import argparse
+
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a count or a fraction, got '{text}'") from None
 
 
 def format_summary(r: dict) -> str:

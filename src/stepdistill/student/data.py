@@ -45,6 +45,27 @@ def attach_rationales(task: Task, examples: list[Example], path: str | Path) -> 
     return out, missing
 
 
+def rationale_gaps(cfg: RunConfig, report: dict) -> str | None:
+    """One line for the console when training rows have no rationale (a rationale-trained method only):
+    how many, why (no record in ``data.rationales``, or no parsable teacher output) and what to run."""
+    failed, rows = report.get("teacher_failed", 0), report.get("rows", 0)
+    if not failed or cfg.method.name not in ("dsbs", "single_task"):
+        return None
+    missing = report.get("rationale_records_missing") or 0
+    why = []
+    if missing:
+        size = f" --train-size {cfg.data.train_size}" if cfg.data.train_size is not None else ""
+        why.append(f"{missing} have no record in {cfg.data.rationales} (it was extracted for other rows: "
+                   f"`stepdistill extract --task {cfg.data.task}{size or ' --split train'} --train-seed "
+                   f"{cfg.train.seed} ...` asks the teacher about exactly the rows this run trains on)")
+    if failed > missing:
+        why.append(f"{failed - missing} have no parsable teacher output")
+    effect = {"drop_rationale": "they train on the label only", "drop_row": "they are dropped"}.get(
+        cfg.data.teacher_failures, "")
+    return (f"warning: {failed} of {rows} training rows have no rationale: {'; '.join(why)}"
+            + (f"; data.teacher_failures={cfg.data.teacher_failures}: {effect}" if effect else ""))
+
+
 def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tokenizer) -> TrainingData:
     """Features for ``cfg.method`` over ``examples``, with a report of what the failure policy did."""
     method, labels, policy = cfg.method.name, cfg.method.labels, cfg.data.teacher_failures

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from stepdistill.config import RunConfig
-from stepdistill.student.data import TrainingData, attach_rationales, build_training_data
+from stepdistill.student.data import TrainingData, attach_rationales, build_training_data, rationale_gaps
 from stepdistill.student.loop import Training, TrainState, train_loop
 from stepdistill.student.machine import (BF16_ISA, cpu_isa, machine_info, native_bf16,  # noqa: F401 (re-exported)
                                          resolve_precision)
@@ -77,6 +77,9 @@ def setup(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> T
     data: TrainingData = build_training_data(cfg, task, train_examples, tokenizer)
     if missing is not None:
         data.report["rationale_records_missing"] = missing
+    gaps = rationale_gaps(cfg, data.report)
+    if gaps and accelerator.is_main_process:
+        print(gaps, file=sys.stderr)
     valid_features = None
     if cfg.train.select_by == "loss":
         valid_features = build_training_data(cfg, task, splits.valid, tokenizer).features

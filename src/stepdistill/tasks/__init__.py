@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepdistill.registry import Registry
-from stepdistill.tasks.answers import ANSWER_TYPES, Classification, Equation, MultipleChoice
+from stepdistill.tasks.answers import ANSWER_TYPES, Classification, Equation, MultipleChoice, Numeric
 from stepdistill.tasks.builtin import BUILTIN_TASKS
 from stepdistill.tasks.core import (
     DATA_ENV,
@@ -36,7 +36,7 @@ def get_task(name_or_path: str) -> Task:
 
 
 __all__ = [
-    "ANSWER_TYPES", "Classification", "DATA_ENV", "Equation", "Example", "MultipleChoice", "Splits", "TASKS",
+    "ANSWER_TYPES", "Classification", "DATA_ENV", "Equation", "Example", "MultipleChoice", "Numeric", "Splits", "TASKS",
     "Task", "get_task", "load_split", "load_splits", "load_task_spec", "read_jsonl", "resolve_data_dir",
     "write_jsonl",
 ]

@@ -109,8 +109,8 @@ class Equation:
     def normalize(self, text: str, row: Mapping[str, Any]) -> str | None:
         if not isinstance(text, str):
             return None
-        candidate = text.strip()
-        if try_eval(candidate) is not None:
+        candidate = text.strip().rstrip(".").strip()  # "72." is 72, stored as "72"
+        if candidate and try_eval(candidate) is not None:
             return candidate
         # the longest run of arithmetic characters that evaluates, e.g. "(10 * 45)." or "x = 84 / 2"
         runs = sorted((m.group(0).strip() for m in _EQUATION_CHARS.finditer(candidate)), key=len, reverse=True)
@@ -126,8 +126,51 @@ class Equation:
         return same_value(try_eval(prediction), try_eval(gold))
 
 
+_NUMBER = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+−]?\.\d+")
+
+
+def format_number(value: float) -> str:
+    """The canonical text of a number: ``72`` (not ``72.0``), ``2.5``."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Numeric:
+    """A number (custom ``type: numeric`` tasks). The answer text may carry units, currency, thousands
+    separators or a final ``= 42``; a plain arithmetic expression (``84 / 2``) counts by its value. A
+    prediction is correct when it is within ``tolerance`` of the gold number."""
+
+    tolerance: float = 1e-6
+    """The largest absolute difference still counted as correct."""
+    kind: str = "numeric"
+    default_max_new_tokens: int = 16
+
+    def value(self, text: str) -> float | None:
+        candidate = text.strip().rstrip(".").strip()
+        if not candidate:
+            return None
+        value = try_eval(candidate)
+        if value is not None:
+            return value
+        m = _NUMBER.search(candidate.rsplit("=", 1)[-1])
+        return float(m.group(0).replace(",", "").replace("−", "-")) if m else None
+
+    def normalize(self, text: str, row: Mapping[str, Any]) -> str | None:
+        if not isinstance(text, str):
+            return None
+        value = self.value(text)
+        return None if value is None or value != value else format_number(value)
+
+    def correct(self, prediction, gold, row) -> bool:
+        if prediction is None or gold is None:
+            return False
+        return same_value(self.value(prediction), self.value(gold), rel_tol=1e-9, abs_tol=self.tolerance)
+
+
 ANSWER_TYPES: Registry[type] = Registry("answer type")
 ANSWER_TYPES.register("classification", Classification)
 ANSWER_TYPES.register("multiple_choice", MultipleChoice)
 ANSWER_TYPES.register("equation", Equation)
-ANSWER_TYPES.register("numeric", Equation)
+ANSWER_TYPES.register("numeric", Numeric)

@@ -5,6 +5,7 @@ Example ``mytask/task.yaml``::
     name: sentiment
     description: movie review sentiment
     type: classification            # classification | multiple_choice | equation | numeric
+    # tolerance: 0.01               # numeric only: largest difference from gold counted as correct
     labels: [positive, negative]    # classification only
     input_template: "Review: {text}"   # {field} takes a row field; {choices} renders (a) ... lines
     fields:                         # optional renames (defaults shown)
@@ -27,11 +28,11 @@ from pathlib import Path
 import yaml
 
 from stepdistill.errors import ConfigError, StepdistillError
-from stepdistill.tasks.answers import ANSWER_TYPES, Classification, MultipleChoice
+from stepdistill.tasks.answers import ANSWER_TYPES, Classification, MultipleChoice, Numeric
 from stepdistill.tasks.core import Task
 
 KNOWN_KEYS = {"name", "description", "type", "labels", "input_template", "fields", "files", "exemplars",
-              "max_new_tokens", "license", "notes"}
+              "max_new_tokens", "license", "notes", "tolerance"}
 
 
 def load_task_spec(path: str | Path) -> Task:
@@ -58,6 +59,10 @@ def load_task_spec(path: str | Path) -> Task:
     elif kind == "classification" and any(isinstance(x, bool) for x in spec["labels"]):
         problems.append(f"{path}: 'labels' holds a YAML boolean (yes/no/true/false/on/off are read as booleans); "
                         "quote the labels, e.g. labels: [\"yes\", \"no\"]")
+    tolerance = spec.get("tolerance", 1e-6)
+    if "tolerance" in spec and (kind != "numeric" or isinstance(tolerance, bool)
+                                or not isinstance(tolerance, (int, float)) or tolerance < 0):
+        problems.append(f"{path}: 'tolerance' must be a number >= 0, and only type 'numeric' takes one")
     files = spec.get("files") or {}
     if not isinstance(files, dict) or "train" not in files:
         problems.append(f"{path}: 'files' must be a mapping with at least 'train'")
@@ -72,6 +77,8 @@ def load_task_spec(path: str | Path) -> Task:
         answer = Classification(tuple(str(x) for x in spec["labels"]))
     elif kind == "multiple_choice":
         answer = MultipleChoice(fields.get("choices", "choices"))
+    elif kind == "numeric":
+        answer = Numeric(float(tolerance))
     else:
         answer = ANSWER_TYPES.get(kind)()
     if "max_new_tokens" in spec:

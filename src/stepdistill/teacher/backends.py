@@ -24,6 +24,10 @@ from typing import Any, AsyncIterator, Callable, Mapping, Protocol, Sequence
 from stepdistill.errors import StepdistillError
 from stepdistill.registry import Registry
 from stepdistill.tasks import Example, Task, read_jsonl
+from stepdistill.teacher.endpoint import (
+    PROBE_TIMEOUT, AdaptiveLimit, BadReply, bad_reply, check_base_url, connect_failure, key_failure, probe, refused,
+    reply_problem, served_instead,
+)
 from stepdistill.teacher.prompts import Prompt
 
 MODES = ("chat", "completion")
@@ -53,9 +57,10 @@ class TeacherSettings:
     max_tokens: int = 192
     """Token budget per answer; an answer cut by it is stored with status 'truncated'."""
     concurrency: int = 8
-    """openai: requests in flight at once."""
+    """openai: requests in flight at once, at most: fewer when the server says it has fewer slots (llama.cpp's
+    /props), and halved each time requests time out (the extra ones were queueing on the server)."""
     timeout: float = 120.0
-    """openai: seconds before a request is abandoned and retried."""
+    """openai: seconds before a request is abandoned and retried (time queued on the server counts)."""
     max_retries: int = 8
     """openai: retries per request on 429, 5xx, timeouts and dropped connections."""
     retry_base: float = 1.0
@@ -109,6 +114,9 @@ class TeacherBackend(Protocol):
         """Yield each job with its completion (or the error that made it fail) as soon as it is done."""
 
     async def aclose(self) -> None: ...
+
+    # optional: ``prepare(log)`` is called before ``identity()`` (openai: probes the server), and ``limit``
+    # (an endpoint.AdaptiveLimit) lets the progress bar show the requests in flight.
 
 
 TEACHERS: Registry[Callable[[TeacherSettings, Task], TeacherBackend]] = Registry(
@@ -172,21 +180,46 @@ class OpenAITeacher:
         self.openai = openai
         self.settings = settings
         base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL")
+        if base_url:
+            base_url = check_base_url(base_url, "--base-url" if settings.base_url else "$OPENAI_BASE_URL")
         key = os.environ.get(settings.api_key_env)
+        self.key_set = bool(key)
         if not key:
             if base_url is None:
                 raise StepdistillError(
                     f"no API key: set the environment variable {settings.api_key_env} (or name another one with "
                     "--api-key-env), or pass --base-url for a local server that needs no key")
             key = "no-key"  # local servers ignore it; the SDK insists on one
-        self.base_url = base_url
+        self.base_url, self.key = base_url, key
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=settings.timeout)
         self.stop = ["\nQ:"]
         self.budget_key = "max_tokens"  # newer OpenAI chat models want max_completion_tokens instead
         self.retries = 0  # transient failures seen (for the progress bar)
+        self.limit = AdaptiveLimit(settings.concurrency)  # requests in flight
+        self.models: list[str] | None = None  # what GET /models listed
+        self.served: str | None = None  # the model the server serves when it ignores --model
+        self.succeeded = False  # a request has been answered: failures since are not configuration problems
+        self.log: Callable[[str], None] = lambda msg: None
+
+    def prepare(self, log: Callable[[str], None]) -> None:
+        """Probe the server before the first request (teacher/endpoint.py): fail at once when nothing listens,
+        record the model it really serves, and send no more requests at once than it has slots."""
+        self.log = log
+        where = str(self.client.base_url).rstrip("/")
+        info = probe(where, self.key, self.settings.api_key_env, self.key_set,
+                     min(self.settings.timeout, PROBE_TIMEOUT))
+        self.models, self.served = info.models, served_instead(self.settings.model, info.models)
+        if self.served and self.settings.model not in info.models:
+            log(f"warning: --model '{self.settings.model}' is not what {where} serves: it lists only "
+                f"'{info.models[0]}' and answers any model name with it, so the teacher is recorded as "
+                f"{self.identity()} (pass --model {info.models[0]} to silence this)")
+        if info.slots and info.slots < self.limit.limit:
+            log(f"{where} is a {info.kind}: sending {info.slots} request(s) at a time instead of --concurrency "
+                f"{self.limit.limit} (the others would queue there and time out)")
+            self.limit.limit = info.slots
 
     def identity(self) -> str:
-        return f"openai:{self.settings.model}"
+        return f"openai:{self.served or self.settings.model}"
 
     def prompt_text(self) -> str | None:
         return None
@@ -211,12 +244,13 @@ class OpenAITeacher:
     def _fatal(self, exc: BaseException) -> TeacherError:
         o = self.openai
         where = self.base_url or "api.openai.com"
-        if isinstance(exc, o.AuthenticationError):
-            return TeacherError(f"{where} rejected the API key (401): check ${self.settings.api_key_env}")
+        if isinstance(exc, (o.AuthenticationError, o.PermissionDeniedError)):
+            return TeacherError(key_failure(where, exc.status_code, self.settings.api_key_env, self.key_set))
         if isinstance(exc, o.NotFoundError):
+            serves = f" (it serves: {', '.join(self.models[:10])})" if self.models else ""
             return TeacherError(f"{where} answered 404 for model '{self.settings.model}' in {self.settings.mode} "
-                                f"mode: check --model and --base-url (it usually ends in /v1), or try --mode "
-                                f"{'completion' if self.settings.mode == 'chat' else 'chat'}")
+                                f"mode{serves}: check --model and --base-url (it usually ends in /v1), or try "
+                                f"--mode {'completion' if self.settings.mode == 'chat' else 'chat'}")
         if isinstance(exc, o.APIStatusError):
             return TeacherError(f"{where} refused the request ({exc.status_code}): {exc.message}")
         return TeacherError(f"request to {where} failed: {type(exc).__name__}: {exc}")
@@ -230,11 +264,12 @@ class OpenAITeacher:
             common["extra_body"] = dict(s.extra)
         t0 = time.monotonic()
         if s.mode == "chat":
-            resp = await self.client.chat.completions.create(messages=list(job.prompt.messages), **common)
+            resp = await self._call(self.client.chat.completions.create, messages=list(job.prompt.messages),
+                                    **common)
             choice = resp.choices[0]
             text = choice.message.content or ""
         else:
-            resp = await self.client.completions.create(prompt=job.prompt.text, stop=self.stop, **common)
+            resp = await self._call(self.client.completions.create, prompt=job.prompt.text, stop=self.stop, **common)
             choice = resp.choices[0]
             text = choice.text or ""
         usage = getattr(resp, "usage", None)
@@ -243,13 +278,44 @@ class OpenAITeacher:
                           completion_tokens=getattr(usage, "completion_tokens", None),
                           latency_s=time.monotonic() - t0)
 
+    async def _call(self, create, **kwargs) -> Any:
+        """One SDK call whose 200 reply must be a completion (not a web page, not empty)."""
+        where = self.base_url or "api.openai.com"
+        try:
+            resp = await create(**kwargs)
+        except ValueError:  # a JSON content type with a body that is not JSON
+            raise BadReply(bad_reply(where, "a body that is not JSON")) from None
+        problem = reply_problem(resp)
+        if problem:
+            raise BadReply(bad_reply(where, problem))
+        return resp
+
+    async def _attempt(self, job: Job) -> Completion:
+        """One request, holding a place in the limit; a timeout may lower the limit."""
+        async with self.limit.slot() as ticket:
+            try:
+                done = await self._request(job)
+            except self.openai.APITimeoutError as exc:
+                exc.alone = len(self.limit.in_flight) == 1  # nothing else was waiting on the server
+                lowered = self.limit.timed_out(ticket, self.settings.timeout)
+                if lowered:
+                    self.log(lowered)
+                raise
+        self.succeeded = True
+        return done
+
     async def _with_retries(self, job: Job) -> Completion:
         last: BaseException | None = None
         t0 = time.monotonic()
+        where = self.base_url or "api.openai.com"
         for attempt in range(self.settings.max_retries + 1):
             try:
-                done = await self._request(job)
+                done = await self._attempt(job)
                 return Completion(**{**done.__dict__, "attempts": attempt + 1})
+            except BadReply as exc:
+                if not self.succeeded:  # the first reply already: the URL or mode is wrong, not one answer
+                    raise TeacherError(str(exc)) from None
+                raise
             except Exception as exc:  # noqa: BLE001 - sorted into retryable / fatal below
                 if (isinstance(exc, self.openai.BadRequestError) and "max_completion_tokens" in str(exc)
                         and self.budget_key == "max_tokens"):
@@ -257,6 +323,8 @@ class OpenAITeacher:
                     continue
                 if not self._retryable(exc):
                     raise self._fatal(exc) from exc
+                if not self.succeeded and refused(exc):  # nothing listens: back-off would not help
+                    raise TeacherError(connect_failure(where, exc)) from None
                 last = exc
                 self.retries += 1
                 if attempt < self.settings.max_retries:
@@ -268,6 +336,11 @@ class OpenAITeacher:
                                f"{time.monotonic() - t0:.0f} s failed to connect ({type(last).__name__}: {last}). "
                                "The answers stored so far are kept: start the server again and rerun the same "
                                "command to resume")
+        if isinstance(last, o.APITimeoutError):
+            alone = " with no other request in flight" if getattr(last, "alone", False) else ""
+            raise StepdistillError(f"gave up after {tries} attempts, the last timed out after "
+                                   f"{self.settings.timeout:g} s{alone}: if the teacher needs longer per answer, "
+                                   "raise --timeout (or lower --max-tokens)")
         raise StepdistillError(f"gave up after {tries} attempts: {type(last).__name__}: {last}")
 
     async def generate(self, jobs: Sequence[Job]) -> AsyncIterator[tuple[Job, Completion | BaseException]]:

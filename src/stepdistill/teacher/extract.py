@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from stepdistill.config import DataConfig, TrainConfig
 from stepdistill.errors import ConfigError, StepdistillError
 from stepdistill.tasks import Example, Task, get_task, load_splits, write_jsonl
 from stepdistill.teacher.backends import (
@@ -46,11 +47,13 @@ class ExtractConfig:
     split: str = "pool"
     """pool (every training-pool row: what the student trains on), train, valid or test."""
     limit: int | None = None
-    """Only the first N examples of the split."""
+    """Only the first N examples of the split (not the rows a student samples: see ``train_size``)."""
     train_size: int | float | None = None
     """split=train: subsample it exactly as the student's data.train_size does (with ``seed``)."""
-    seed: int = 0
-    """split=train: the student's train.seed, for the same subsample."""
+    seed: int = field(default_factory=lambda: TrainConfig().seed)
+    """split=train: the student's train.seed, for the same subsample (default: the student's default)."""
+    valid_fraction: float = field(default_factory=lambda: DataConfig().valid_fraction)
+    """split=train/valid: the student's data.valid_fraction (the share of the pool held out)."""
     samples: int = 1
     """Rationales per input (self-consistency); > 1 needs a temperature > 0."""
     out: str | None = None
@@ -91,6 +94,10 @@ def validate(cfg: ExtractConfig) -> None:
         problems.append(f"--samples {cfg.samples} needs --temperature > 0 (e.g. 0.7): greedy samples are identical")
     if cfg.limit is not None and cfg.limit < 1:
         problems.append("--limit must be >= 1")
+    if cfg.train_size is not None and cfg.split != "train":
+        problems.append(f"--train-size subsamples the student's training rows (--split train), not --split {cfg.split}")
+    if cfg.train_size is not None and (isinstance(cfg.train_size, bool) or cfg.train_size <= 0):
+        problems.append("--train-size must be a positive count or a fraction <= 1")
     if cfg.teacher.max_tokens < 1:
         problems.append("--max-tokens must be >= 1")
     if cfg.teacher.concurrency < 1:
@@ -102,11 +109,15 @@ def validate(cfg: ExtractConfig) -> None:
 
 
 def select_examples(task: Task, split: str, data_dir: str | None, limit: int | None,
-                    train_size: int | float | None = None, seed: int = 0) -> list[Example]:
+                    train_size: int | float | None = None, seed: int = 0,
+                    valid_fraction: float = 0.1) -> list[Example]:
+    """The rows to ask about; ``train`` and ``valid`` come from the student's own split and subsample code
+    (``tasks.load_splits``, called with the arguments student.train.run passes)."""
     if split == "pool":
         rows = task.read("pool", data_dir)
     else:
-        splits = load_splits(task, data_dir, train_size=train_size, seed=seed, with_test=(split == "test"))
+        splits = load_splits(task, data_dir, train_size=train_size, seed=seed, valid_fraction=valid_fraction,
+                             with_test=(split == "test"))
         rows = getattr(splits, split)
         if rows is None:
             raise StepdistillError(f"task '{task.name}' has no test file")
@@ -140,7 +151,21 @@ class Progress:
             self.failures += 1
         if self.bar is not None:
             self.bar.update(1 if ok else 0)
-            self.bar.set_postfix(failed=self.failures, retries=retries, refresh=False)
+            self.bar.set_postfix_str(f"failed {self.failures}, retries {retries}", refresh=False)
+
+    def write(self, msg: str, fallback: Callable[[str], None]) -> None:
+        """A message above the bar (or through ``fallback`` when there is no bar)."""
+        if self.bar is not None:
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            fallback(msg)
+
+    def waiting(self, in_flight: int, limit: int, oldest_s: float, retries: int) -> None:
+        """Redraw with the requests in flight and how long the oldest has waited (a slow teacher shows
+        signs of life before its first answer)."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"failed {self.failures}, retries {retries}, in flight {in_flight}/{limit}, "
+                                     f"waiting {oldest_s:.0f} s", refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -151,6 +176,7 @@ async def _drive(backend, jobs: list[Job], store: RationaleStore, task: Task, ke
                  progress: Progress) -> tuple[int, list[str]]:
     """Run the jobs, storing each answer as it arrives; returns (stored, failure messages)."""
     stored, failures = 0, []
+    ticker = asyncio.create_task(_show_in_flight(backend, progress))
     try:
         async for job, result in backend.generate(jobs):
             if isinstance(result, TeacherError):
@@ -169,8 +195,16 @@ async def _drive(backend, jobs: list[Job], store: RationaleStore, task: Task, ke
             stored += store.put(record)
             progress.update(True, getattr(backend, "retries", 0))
     finally:
+        ticker.cancel()
         await backend.aclose()
     return stored, failures
+
+
+async def _show_in_flight(backend, progress: Progress, every_s: float = 0.5) -> None:
+    limit = getattr(backend, "limit", None)  # an endpoint.AdaptiveLimit (openai); other backends have none
+    while limit is not None:
+        await asyncio.sleep(every_s)
+        progress.waiting(len(limit.in_flight), limit.limit, limit.oldest_wait(), getattr(backend, "retries", 0))
 
 
 def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> ExtractResult:
@@ -178,7 +212,8 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     validate(cfg)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     task = get_task(cfg.task)
-    examples = select_examples(task, cfg.split, cfg.data_dir, cfg.limit, cfg.train_size, cfg.seed)
+    examples = select_examples(task, cfg.split, cfg.data_dir, cfg.limit, cfg.train_size, cfg.seed,
+                               cfg.valid_fraction)
     if not examples:
         raise StepdistillError(f"task '{task.name}' split '{cfg.split}' has no examples")
     backend = create_teacher(cfg.teacher, task)
@@ -195,6 +230,14 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
 
         template = None
         prompt_text, prompt_hash = external, hashlib.sha256(external.encode()).hexdigest()[:16]
+    bars: list[Progress] = []  # once the bar is up, the backend's messages print above it
+
+    def say(msg: str) -> None:
+        bars[0].write(msg, log) if bars else log(msg)
+
+    prepare = getattr(backend, "prepare", None)
+    if prepare is not None:
+        prepare(say)  # openai: probe the server (down? which model? how many slots?) before naming the teacher
     teacher = cfg.teacher_id or backend.identity()
     out_dir = cfg.out_dir(task.name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +258,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
         log(f"teacher {teacher} on {task.name}/{cfg.split}: {len(examples)} examples x {cfg.samples} sample(s); "
             f"{total - len(jobs)} stored, {len(jobs)} to ask; prompt {prompt_hash}; store {cfg.store_path(task.name)}")
         bar = Progress(total, total - len(jobs), enabled=progress)
+        bars.append(bar)
         key = {"task": task.name, "prompt_hash": prompt_hash, "teacher": teacher}
         t0 = time.monotonic()
         try:
@@ -230,6 +274,8 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     report.update(teacher=teacher, prompt_hash=prompt_hash, split=cfg.split, filter=cfg.filter,
                   asked_this_run=len(jobs), stored_this_run=stored, failed_this_run=len(failures),
                   failures=failures[:20], seconds=round(elapsed, 2), settings=cfg.teacher.public())
+    if cfg.split == "train":  # the student's data.train_size and train.seed these rows are for
+        report.update(train_size=cfg.train_size, train_seed=cfg.seed)
     export_rows = export(task, examples, records, cfg.filter)
     report["exported"] = len(export_rows)
     export_path = out_dir / "rationales.jsonl"
@@ -240,14 +286,23 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
 
 # ---- votes, report, export -------------------------------------------------------------------------
 
-def vote(records: list[TeacherRecord]) -> tuple[str | None, dict[str, int]]:
-    """Majority label over parsed samples; ties go to the label seen first (lowest sample index)."""
-    counts = Counter(r.label for r in sorted(records, key=lambda r: r.sample_index) if r.status == OK and r.label)
+def vote(records: list[TeacherRecord], task: Task | None = None,
+         row: dict | None = None) -> tuple[str | None, dict[str, int]]:
+    """Majority label over parsed samples, counting answers by value: with ``task``, samples whose labels
+    its answer type judges equal (``72`` and ``72.0``) vote together, under the label seen first. Ties go
+    to the label seen first (lowest sample index)."""
+    same = (lambda a, b: task.answer.correct(a, b, row or {})) if task is not None else (lambda a, b: a == b)
+    counts: dict[str, int] = {}  # keeps insertion order: the first label of each group names it
+    for r in sorted(records, key=lambda r: r.sample_index):
+        if r.status != OK or not r.label:
+            continue
+        group = next((label for label in counts if label == r.label or same(r.label, label)), r.label)
+        counts[group] = counts.get(group, 0) + 1
     if not counts:
         return None, {}
     best = max(counts.values())
-    winner = next(label for label in counts if counts[label] == best)  # Counter keeps insertion order
-    return winner, dict(counts)
+    winner = next(label for label in counts if counts[label] == best)
+    return winner, counts
 
 
 def summarize(task: Task, examples: list[Example], records: list[TeacherRecord], samples: int) -> dict:
@@ -260,7 +315,7 @@ def summarize(task: Task, examples: list[Example], records: list[TeacherRecord],
     official = task.name in ("cqa", "svamp", "esnli", "anli1")
     for ex in examples:
         recs = sorted(by_id.get(ex.id, []), key=lambda r: r.sample_index)
-        winner, _ = vote(recs)
+        winner, _ = vote(recs, task, ex.row)
         n_correct_vote += task.answer.correct(winner, ex.label, ex.row)
         if recs:
             first = recs[0]
@@ -272,7 +327,7 @@ def summarize(task: Task, examples: list[Example], records: list[TeacherRecord],
         for r in recs:
             if r.status == OK:
                 n_parsed_samples += 1
-                n_agree += r.label == winner
+                n_agree += winner is not None and task.answer.correct(r.label, winner, ex.row)
     n = len(examples)
     pct = lambda a, b: round(100.0 * a / b, 2) if b else None  # noqa: E731
     report = {
@@ -304,16 +359,17 @@ def export(task: Task, examples: list[Example], records: list[TeacherRecord], po
         recs = sorted(by_id.get(ex.id, []), key=lambda r: r.sample_index)
         if not recs:
             continue
-        winner, votes = vote(recs)
+        winner, votes = vote(recs, task, ex.row)
         ok = [r for r in recs if r.status == OK]
+        agrees = lambda r: winner is not None and task.answer.correct(r.label, winner, ex.row)  # noqa: E731
         if policy == "gold":
             pick = next((r for r in ok if task.answer.correct(r.label, ex.label, ex.row)), None)
         elif policy == "vote":
-            pick = next((r for r in ok if r.label == winner), None)
+            pick = next((r for r in ok if agrees(r)), None)
         elif policy == "parsed":
-            pick = next((r for r in ok if r.label == winner), ok[0] if ok else None)
+            pick = next((r for r in ok if agrees(r)), ok[0] if ok else None)
         else:
-            pick = next((r for r in ok if r.label == winner), ok[0] if ok else recs[0])
+            pick = next((r for r in ok if agrees(r)), ok[0] if ok else recs[0])
         if pick is None:
             continue
         parsed = pick.status == OK

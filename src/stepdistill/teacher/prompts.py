@@ -37,6 +37,9 @@ INSTRUCTIONS = {
                        "sentences, then finish with \"So the answer is (<letter>) <choice>.\"",
     "equation": "Solve the math word problem. Think step by step, then finish with \"So the answer is "
                 "(<equation>).\" where <equation> uses only numbers from the problem and + - * /.",
+    "numeric": "Answer the question with a number. Think step by step in one or two short sentences, then "
+               "finish with \"So the answer is <number>.\" where <number> is a plain number (digits only, "
+               "no units).",
 }
 
 

@@ -1,0 +1,223 @@
+"""Run a study: every cell of the grid that has no record yet, one after another (or in N processes), each
+recorded durably the moment it finishes; then the report.
+
+    stepdistill study configs/studies/esnli_sizes.yaml --jobs 2
+
+The runner only decides run / skip / record. A cell trained but killed before its record was written is not
+trained again: its finished run directory is read back (a killed training resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from stepdistill.study.records import RecordLog, record_from_run
+from stepdistill.study.spec import Cell, StudySpec, size_tag
+
+
+def task_name(cfg) -> str:
+    """The task's own name (a custom task YAML's ``name``)."""
+    from stepdistill.tasks import get_task
+
+    return get_task(cfg.data.task).name
+
+
+def run_cell(spec: StudySpec, cell: Cell, runs_dir: Path, threads: int | None) -> dict:
+    """Train and test one cell with ``stepdistill.pipeline.run`` (resuming a killed run), give the memory back,
+    and return its record. The run's own output (progress bars, validation lines) goes to ``<run dir>.log``, so
+    the study shows one progress display."""
+    import contextlib
+
+    from stepdistill.errors import StepdistillError
+
+    run_dir = runs_dir / cell.dir_name()
+    log_path = run_dir.with_name(run_dir.name + ".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        try:
+            train_and_test(spec, cell, run_dir, threads)
+        except StepdistillError as exc:
+            raise StepdistillError(f"cell {cell.label()} failed: {exc} (log: {log_path})") from None
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            raise StepdistillError(f"cell {cell.label()} failed: {type(exc).__name__}: {exc} (log: {log_path})") \
+                from exc
+    return record_from_run(cell, run_dir, time.time() - t0, spec.set, task_name(spec.resolve(cell.overrides)))
+
+
+def train_and_test(spec: StudySpec, cell: Cell, run_dir: Path, threads: int | None) -> None:
+    """Bring ``run_dir`` to a finished, tested run of ``cell``: skip, finish the test, resume, or train."""
+    from stepdistill import evaluate
+    from stepdistill.errors import StepdistillError
+    from stepdistill.pipeline import release_memory, run
+    from stepdistill.student.train import has_checkpoint, training_finished
+
+    cfg = spec.resolve(list(cell.overrides) + ([f"train.num_threads={threads}"] if threads else []), run_dir)
+    if not finished_run(run_dir, cell):
+        if training_finished(run_dir) and not has_checkpoint(run_dir) and same_cell(run_dir, cell):
+            evaluate.run(run_dir, "test")  # killed during the test evaluation
+        elif has_checkpoint(run_dir) and same_cell(run_dir, cell):
+            try:
+                run(cfg, resume=True)
+            except StepdistillError as exc:  # the checkpoint is unusable: start again
+                print(f"cannot resume {run_dir} ({exc}); starting again", flush=True)
+                run(cfg, overwrite=True)
+        else:
+            run(cfg, overwrite=True)
+    release_memory()
+
+
+def same_cell(run_dir: Path, cell: Cell) -> bool:
+    """The run directory was made for this cell (its saved config has the cell's identity)."""
+    from stepdistill.config import load_config
+    from stepdistill.errors import StepdistillError
+    from stepdistill.study.spec import identity
+
+    try:
+        return identity(load_config(run_dir / "config.yaml")) == cell.cid
+    except (StepdistillError, OSError):
+        return False
+
+
+def finished_run(run_dir: Path, cell: Cell) -> bool:
+    """Trained and tested, with this cell's settings."""
+    import json
+
+    metrics = run_dir / "metrics.json"
+    return (metrics.is_file() and (run_dir / "predictions.jsonl").is_file()
+            and (json.loads(metrics.read_text()).get("test") or {}).get("accuracy") is not None
+            and same_cell(run_dir, cell))
+
+
+def estimate_seconds(cell: Cell, records: list[dict]) -> float | None:
+    """A cell's cost from measured examples/s: training examples x epochs / the rate of finished cells of the
+    same student (same arm if any), plus their mean evaluation time. None if nothing was measured."""
+    same = [r for r in records if r.get("student") == cell.student and r.get("examples_per_s")]
+    arm = [r for r in same if r.get("arm") == cell.arm] or same
+    if not arm:
+        return None
+    sizes = [r["n_train_used"] for r in records if r.get("train_size") == cell.train_size and r.get("n_train_used")]
+    n = cell.train_size if isinstance(cell.train_size, int) else (sizes[0] if sizes else None)
+    if n is None:
+        return None
+    rate = statistics.mean(r["examples_per_s"] for r in arm)
+    evals = [r["wall_s"] - r["train_seconds"] for r in arm if r.get("wall_s") and r.get("train_seconds")]
+    return n * cell.epochs / rate + (statistics.mean(evals) if evals else 0.0)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Progress:
+    """One status line for the whole study: cells done/total, the cell(s) running, ETA."""
+
+    def __init__(self, total: int, done: int, jobs: int, estimates: list[float | None], stream=sys.stderr):
+        self.total, self.done, self.jobs, self.stream = total, done, jobs, stream
+        self.left = [e for e in estimates]
+        self.spent: list[float] = []
+        self.running: list[str] = []
+
+    def eta(self) -> float | None:
+        todo = self.total - self.done
+        if self.spent:
+            return statistics.mean(self.spent) * todo / self.jobs
+        known = [e for e in self.left if e is not None]
+        return sum(known) / self.jobs if known and len(known) == len(self.left) else None
+
+    def show(self) -> None:
+        running = "; running " + ", ".join(self.running) if self.running else ""
+        line = f"[study] {self.done}/{self.total} cells done{running}; ETA {duration(self.eta())}"
+        if getattr(self.stream, "isatty", lambda: False)():  # a terminal: one line, updated in place
+            print("\r\033[K" + line, end="\n" if self.done == self.total else "", file=self.stream, flush=True)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def start(self, label: str) -> None:
+        self.running.append(label)
+        self.show()
+
+    def finish(self, label: str, seconds: float) -> None:
+        self.running.remove(label)
+        self.done += 1
+        self.spent.append(seconds)
+        if self.left:
+            self.left.pop(0)
+        self.show()
+
+
+def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = False) -> list[dict]:
+    """Run the missing cells of ``spec`` (recording each in ``out/records.jsonl``); the study's records."""
+    from stepdistill.study.legacy import import_reused
+
+    log = RecordLog(out / "records.jsonl")
+    records = log.load()
+    cells = spec.cells()
+    import_reused(spec, cells, records, None if dry_run else log)
+    done = {r["cell"] for r in records}
+    todo = []
+    for c in cells:  # two arms that resolve to the same config share their cells: run once
+        if c.cid not in done:
+            done.add(c.cid)
+            todo.append(c)
+    done = {r["cell"] for r in records}
+    total = len({c.cid for c in cells})
+    estimates = [estimate_seconds(c, records) for c in todo]
+    known = [e for e in estimates if e is not None]
+    print(f"study {spec.name}: {total} cells, {total - len(todo)} finished, {len(todo)} to run"
+          + (f"; estimated {duration(sum(known) / max(1, jobs))} with {jobs} job(s)" if known else "")
+          + (f" ({len(todo) - len(known)} cells without a measured rate)" if len(known) < len(todo) else ""))
+    if dry_run:
+        for c, e in zip(todo, estimates):
+            print(f"  {c.label():60s} {c.cid}  ~{duration(e)}")
+        return [r for r in records if r["cell"] in {c.cid for c in cells}]
+    runs_dir = Path(spec.runs_dir) if spec.runs_dir else out / "runs"
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    progress = Progress(total, total - len(todo), jobs, estimates)
+    if jobs <= 1:
+        for cell in todo:
+            progress.start(cell.label())
+            t0 = time.time()
+            rec = run_cell(spec, cell, runs_dir, threads)
+            log.append(rec)
+            records.append(rec)
+            progress.finish(cell.label(), time.time() - t0)
+    else:
+        records += run_parallel(spec, todo, runs_dir, threads, jobs, log, progress)
+    return [r for r in records if r["cell"] in {c.cid for c in cells}]
+
+
+def run_parallel(spec, todo, runs_dir, threads, jobs, log, progress) -> list[dict]:
+    """Cells in ``jobs`` spawned processes, ``threads`` torch threads each; this process alone writes records."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    out, pending, queue = [], {}, list(todo)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while queue or pending:
+            while queue and len(pending) < jobs:
+                cell = queue.pop(0)
+                progress.start(cell.label())
+                pending[pool.submit(run_cell, spec, cell, runs_dir, threads)] = (cell, time.time())
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                cell, t0 = pending.pop(fut)
+                rec = fut.result()
+                log.append(rec)
+                out.append(rec)
+                progress.finish(cell.label(), time.time() - t0)
+    return out
+
+
+__all__ = ["run_study", "run_cell", "estimate_seconds", "Progress", "size_tag"]

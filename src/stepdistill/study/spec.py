@@ -1,0 +1,221 @@
+"""A study spec (YAML) and the grid of cells it expands into; each cell is an ordinary run config.
+
+    stepdistill study configs/studies/esnli_sizes.yaml --dry-run
+
+Spec keys (paths are relative to the spec file)::
+
+    name: my_study
+    config: ../my-run.yaml          # the base run config: any task, built-in or a custom task YAML
+    set: [train.batch_size=8]       # --set overrides for every cell
+    methods:                        # arms: a name -> its --set overrides (any setting, e.g. data.rationales=...)
+      standard_ft: [method.name=standard]
+      dsbs: [method.name=dsbs]
+      dsbs_alpha0.8: [method.name=dsbs, method.alpha=0.8]
+    baseline: standard_ft           # every arm is compared with this one
+    train_sizes: [250, 500, 0.5]    # counts or fractions of the pool (null: the whole pool)
+    students: [smollm2-135m]        # student.name values (default: the base config's)
+    seeds: [0, 1]
+    lrs: [1.0e-4, 3.0e-4]           # tuned per arm on validation, with epochs
+    epochs: [1, 2]
+    same_settings: {lr: 1.0e-4, epochs: 2}   # the same-settings comparison (default: the baseline's tuned pick)
+    teacher: {name: PaLM-540B, accuracy: 0.73}   # the horizontal line (default: the teacher labels' test accuracy)
+    reuse: [../../benchmarks/results/quality.jsonl]   # finished cells of benchmarks/quality.py to reuse
+
+A cell's identity is a hash of its resolved run config and of the data files it names (a custom task and its
+JSONL files, ``data.rationales``) (``identity``), so a cell finished by any study (or imported) with the same
+settings and data is never trained again, and one whose data changed is. Paths inside ``--set`` overrides are
+read as on the command line (relative to the working directory).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from stepdistill.errors import ConfigError, StepdistillError
+
+KEYS = {"name", "config", "set", "methods", "baseline", "train_sizes", "students", "seeds", "lrs", "epochs",
+        "same_settings", "teacher", "reuse", "runs_dir", "description"}
+# settings that cannot change what a cell computes, or that name where it is, not what it is
+NOT_IDENTITY = {"output_dir", "data.data_dir", "train.keep_checkpoint", "train.checkpoint_every",
+                "train.num_threads", "train.compile", "train.report_to"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: an arm at a training-set size, student, seed, lr and epoch budget."""
+    arm: str
+    train_size: int | float | None
+    student: str
+    seed: int
+    lr: float
+    epochs: float
+    overrides: tuple[str, ...]
+    cid: str  # identity hash of the resolved config
+
+    def label(self) -> str:
+        return (f"{self.arm} n={size_tag(self.train_size)} {self.student} seed={self.seed} lr={self.lr:g} "
+                f"epochs={self.epochs:g}")
+
+    def dir_name(self) -> str:
+        return f"{self.arm}-n{size_tag(self.train_size)}-s{self.seed}-lr{self.lr:g}-e{self.epochs:g}-{self.cid[:8]}"
+
+
+@dataclass
+class StudySpec:
+    path: Path
+    name: str
+    config: Path
+    methods: dict[str, list[str]]
+    baseline: str
+    seeds: list[int]
+    lrs: list[float]
+    epochs: list[float]
+    train_sizes: list = field(default_factory=lambda: [None])
+    students: list[str] = field(default_factory=list)
+    set: list[str] = field(default_factory=list)
+    same_settings: dict | None = None
+    teacher: dict | None = None
+    reuse: list[Path] = field(default_factory=list)
+    runs_dir: str | None = None
+    description: str = ""
+
+    def cells(self) -> list[Cell]:
+        """The grid, seed-major and cheap first, so whole comparisons finish early."""
+        out = []
+        for seed in self.seeds:
+            for student in self.students:
+                for size in sorted(self.train_sizes, key=lambda n: float("inf") if n is None else n):
+                    for epochs in sorted(self.epochs):
+                        for lr in self.lrs:
+                            for arm in self.methods:
+                                out.append(self.cell(arm, size, student, seed, lr, epochs))
+        return out
+
+    def cell(self, arm, size, student, seed, lr, epochs) -> Cell:
+        overrides = tuple(self.set + self.methods[arm] + [
+            f"data.train_size={'null' if size is None else size}", f"student.name={student}",
+            f"train.seed={seed}", f"train.lr={lr}", f"train.epochs={epochs}"])
+        cfg = self.resolve(overrides)
+        return Cell(arm, size, student, seed, float(lr), float(epochs), overrides, identity(cfg))
+
+    def resolve(self, overrides, output_dir: Path | None = None):
+        """The run config of a cell's overrides (``output_dir`` set when given)."""
+        from stepdistill.config import load_config
+
+        extra = [f"output_dir={output_dir}"] if output_dir else []
+        try:
+            return load_config(self.config, list(overrides) + extra)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.path}: {'; '.join(exc.problems)}") from None
+
+
+def identity(cfg) -> str:
+    """A stable hash of everything in a run config that can change its results."""
+    flat = {}
+    for section, values in cfg.to_dict().items():
+        for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
+            flat[section if key is None else f"{section}.{key}"] = value
+    flat = {k: v for k, v in flat.items() if k not in NOT_IDENTITY}
+    files = input_files(cfg)
+    if files:  # a custom task or rationale file edited in place is another cell
+        flat["input_files"] = {str(f): file_digest(str(f), *stat_key(f)) for f in files}
+    return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def input_files(cfg) -> list[Path]:
+    """The data files a config names directly: a custom task YAML with the files it lists, a rationale file."""
+    out = []
+    task = Path(cfg.data.task)
+    if cfg.data.task.endswith((".yaml", ".yml")) and task.is_file():
+        out.append(task)
+        try:
+            listed = (yaml.safe_load(task.read_text(encoding="utf-8")) or {}).get("files") or {}
+        except (yaml.YAMLError, AttributeError):
+            listed = {}
+        out += [task.parent / str(f) for f in (listed.values() if isinstance(listed, dict) else [])]
+    if cfg.data.rationales:
+        out.append(Path(cfg.data.rationales))
+    return [f for f in out if f.is_file()]
+
+
+def stat_key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=256)
+def file_digest(path: str, mtime_ns: int, size: int) -> str:
+    """sha1 of a file's bytes (cached per path, modification time and size: a grid hashes each file once)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def size_tag(n) -> str:
+    return "all" if n is None else f"{n:g}" if isinstance(n, float) else str(n)
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and check a study spec; every problem is gathered into one ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StepdistillError(f"study spec {path} does not exist (examples: configs/studies/)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a study spec must be a mapping")
+    problems = [f"unknown key '{k}' (known: {', '.join(sorted(KEYS))})" for k in sorted(set(raw) - KEYS)]
+    base = path.parent
+    config = base / str(raw.get("config", ""))
+    if "config" not in raw or not config.is_file():
+        problems.append(f"config: base run config {config} does not exist" if "config" in raw
+                        else "config: the base run config is required (e.g. config: ../svamp-smollm2.yaml)")
+    methods = raw.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        problems.append("methods: a mapping of arm name -> list of --set overrides is required")
+        methods = {}
+    methods = {str(k): [str(x) for x in (v or [])] if isinstance(v, list) else [str(v)] if v else []
+               for k, v in methods.items()}
+    baseline = str(raw.get("baseline", next(iter(methods), "")))
+    if methods and baseline not in methods:
+        problems.append(f"baseline: '{baseline}' is not one of the methods ({', '.join(methods)})")
+    lists = {}
+    for key, kind, default in [("seeds", int, [0]), ("lrs", float, None), ("epochs", float, None),
+                               ("train_sizes", None, [None]), ("students", str, None)]:
+        value = raw.get(key, default)
+        value = value if isinstance(value, list) or value is None else [value]
+        try:
+            lists[key] = [kind(v) if kind else v for v in value] if value is not None else None
+        except (TypeError, ValueError):
+            problems.append(f"{key}: expected a list of {kind.__name__} values, got {value!r}")
+            lists[key] = None
+        if lists[key] == []:
+            problems.append(f"{key}: empty")
+    for n in lists.get("train_sizes") or []:
+        if n is not None and (not isinstance(n, (int, float)) or n <= 0 or (isinstance(n, float) and n > 1)):
+            problems.append(f"train_sizes: {n!r} is neither a count nor a fraction in (0, 1]")
+    if problems:
+        raise ConfigError([f"{path}: {p}" for p in problems])
+    spec = StudySpec(path=path, name=str(raw.get("name", path.stem)), config=config, methods=methods,
+                     baseline=baseline, seeds=lists["seeds"], lrs=lists["lrs"] or [], epochs=lists["epochs"] or [],
+                     train_sizes=lists["train_sizes"], students=lists["students"] or [],
+                     set=[str(x) for x in raw.get("set") or []], same_settings=raw.get("same_settings"),
+                     teacher=raw.get("teacher"), reuse=[base / p for p in raw.get("reuse") or []],
+                     runs_dir=raw.get("runs_dir"), description=str(raw.get("description", "")))
+    cfg = spec.resolve(spec.set)
+    spec.lrs = spec.lrs or [cfg.train.lr]
+    spec.epochs = spec.epochs or [float(cfg.train.epochs)]
+    spec.students = spec.students or [cfg.student.name]
+    for arm in spec.methods:  # every arm's overrides must resolve now, not hours into the study
+        spec.resolve(spec.set + spec.methods[arm])
+    return spec

@@ -1,0 +1,185 @@
+"""``stepdistill study`` end to end on a tiny custom task: 2 arms x 2 sizes x 2 seeds with a tiny random student,
+killed with SIGKILL mid-way, resumed; every cell recorded exactly once, the report and plot written, and the
+report rebuilt from the records alone."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stepdistill.errors import ConfigError
+from stepdistill.study.records import RecordLog
+from stepdistill.study.spec import load_spec
+
+WORDS = {"positive": ["great", "lovely", "fun"], "negative": ["awful", "boring", "bad"]}
+
+
+def write_study(tmp_path, **spec_extra):
+    """A two-label custom task with teacher rationales, a tiny base config and a study spec over it."""
+    for split, n, off in [("train", 24, 0), ("valid", 4, 100), ("test", 8, 200)]:
+        rows = []
+        for i in range(n):
+            label = ["positive", "negative"][i % 2]
+            word = WORDS[label][i % 3]
+            rows.append({"id": f"r{off + i}", "text": f"a {word} film", "label": label,
+                         "teacher_rationale": f"{word} is {label}", "teacher_label": label})
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump({
+        "name": "tinysent", "type": "classification", "labels": ["positive", "negative"],
+        "input_template": "Review: {text}", "files": {"train": "train.jsonl", "valid": "valid.jsonl",
+                                                       "test": "test.jsonl"}}))
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "data": {"task": str(tmp_path / "task.yaml")},
+        "student": {"family": "causal", "name": "tiny-random-llama", "max_input_tokens": 48, "max_label_tokens": 6,
+                    "max_rationale_tokens": 16},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 3e-3, "num_threads": 1, "checkpoint_every": 1},
+        "eval": {"batch_size": 8, "max_new_tokens": 4}}))
+    spec = {"name": "tiny", "config": "base.yaml", "baseline": "standard_ft",
+            "methods": {"standard_ft": ["method.name=standard"], "dsbs": ["method.name=dsbs", "method.alpha=0.5"]},
+            "train_sizes": [8, 16], "seeds": [0, 1], "lrs": [3e-3], "epochs": [1],
+            "teacher": {"name": "my teacher", "accuracy": 0.75}, **spec_extra}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return tmp_path / "study.yaml"
+
+
+def study(*args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, "-m", "stepdistill", "study", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+
+
+def cell_lines(out):
+    return [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines() if '"cell"' in x]
+
+
+@pytest.mark.slow
+def test_study_survives_sigkill_and_resumes_without_rerunning(tmp_path):
+    spec_path, out = write_study(tmp_path), tmp_path / "out"
+    proc = study(spec_path, "--out", out)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "records.jsonl").is_file() and len(cell_lines(out)) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    time.sleep(1.5)  # let it get into the next cell's training
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = cell_lines(out)
+    assert 3 <= len(before) < 8
+    resumed = study(spec_path, "--out", out)
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"8 cells, {len(before)} finished, {8 - len(before)} to run" in log
+    assert "[study] 8/8 cells done" in log and "ETA" in log
+    after = cell_lines(out)
+    cells = {c.cid for c in load_spec(spec_path).cells()}
+    assert [r["cell"] for r in after[:len(before)]] == [r["cell"] for r in before]  # finished ones kept, not rerun
+    assert sorted(r["cell"] for r in after) == sorted(cells)  # every cell exactly once
+    assert {(r["arm"], r["train_size"], r["seed"]) for r in after} == {
+        (a, n, s) for a in ("standard_ft", "dsbs") for n in (8, 16) for s in (0, 1)}
+    records = RecordLog(out / "records.jsonl").load()
+    assert all(len(r["correct"]) == 8 and r["task"] == "tinysent" for r in records)  # per-row results kept
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["plots"] == ["accuracy_vs_examples.png"] and (out / "accuracy_vs_examples.png").stat().st_size
+    groups = {g["train_size"]: g for g in summary["groups"]}
+    vs = groups[16]["tuned"]["dsbs"]["vs_baseline"]
+    assert set(vs["per_seed"]) == {"0", "1"} and vs["bootstrap"]["seeds"] == 2 and vs["bootstrap"]["rows"] == 8
+    questions = [a["question"] for a in summary["answers"]]
+    assert questions == ["Does each arm beat standard_ft?", "How many labelled rows does each arm need?",
+                         "At which training-set size does the student pass the teacher?"]
+    report = (out / "report.md").read_text()
+    assert "my teacher's 75.0%" in report and "![accuracy_vs_examples.png]" in report
+    # the report rebuilds from the records alone
+    import shutil
+
+    shutil.rmtree(out / "runs")
+    (out / "study.json").unlink()
+    rebuilt = study(spec_path, "--out", out, "--report-only")
+    assert rebuilt.communicate(timeout=120)[0] and rebuilt.returncode == 0
+    assert json.loads((out / "study.json").read_text())["groups"] == summary["groups"]
+    # a larger grid: the dry run prices the new cells from the measured examples/s, and lists only those
+    bigger = write_study(tmp_path, train_sizes=[8, 16, 24])
+    dry = study(bigger, "--out", out, "--dry-run")
+    text = dry.communicate(timeout=120)[0]
+    assert dry.returncode == 0 and "12 cells, 8 finished, 4 to run; estimated" in text
+    assert text.count("n=24") == 4 and "~?" not in text
+
+
+def test_spec_problems_are_gathered_in_one_error(tmp_path):
+    path = write_study(tmp_path, baseline="nope", colour="red", train_sizes=[8, -1])
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    text = str(err.value)
+    assert "unknown key 'colour'" in text and "baseline: 'nope'" in text and "train_sizes: -1" in text
+    assert str(path) in text
+
+
+def test_cell_identity_follows_the_resolved_config_not_the_arm_name(tmp_path):
+    spec = load_spec(write_study(tmp_path, methods={"a": ["method.name=dsbs"], "b": ["method.name=dsbs"],
+                                                    "c": ["method.name=dsbs", "train.num_threads=2"],
+                                                    "d": ["method.name=dsbs", "method.alpha=0.8"]}, baseline="a"))
+    ids = {c.arm: c.cid for c in spec.cells() if c.seed == 0 and c.train_size == 8}
+    assert ids["a"] == ids["b"] == ids["c"] != ids["d"]  # threads cannot change results; alpha can
+    assert len({c.cid for c in spec.cells()}) == len(spec.cells()) - 2 * 2 * 2  # a, b, c share cells
+
+
+def test_bad_override_in_an_arm_fails_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="study.yaml: .*train.nonsense"):
+        load_spec(write_study(tmp_path, methods={"a": ["train.nonsense=1"]}, baseline="a"))
+
+
+@pytest.mark.slow
+def test_study_jobs_run_cells_in_processes_with_the_threads_split(tmp_path):
+    spec_path, out = write_study(tmp_path, train_sizes=[8], seeds=[0]), tmp_path / "out"
+    proc = study(spec_path, "--out", out, "--jobs", "2")
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log[-3000:]
+    records = RecordLog(out / "records.jsonl").load()
+    assert sorted(r["arm"] for r in records) == ["dsbs", "standard_ft"]
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert all(m["threads"] == threads for r in records for m in r["machines"])
+    assert "[study] 2/2 cells done" in log and (out / "report.md").is_file()
+
+
+def test_report_with_several_students_plots_accuracy_vs_student_and_answers_the_size_question(tmp_path):
+    from stepdistill.study.report import write_report
+
+    spec = load_spec(write_study(tmp_path, students=["tiny-random-llama", "tiny-random-llama-2"]))
+    records = []
+    for c in spec.cells():
+        acc = {"standard_ft": 0.5, "dsbs": 0.625}[c.arm] + (0.25 if c.student.endswith("2") else 0)
+        correct = {f"r{i}": i < round(8 * acc) for i in range(8)}
+        records.append({"cell": c.cid, "arm": c.arm, "task": "tinysent", "common": [], "train_size": c.train_size,
+                        "n_train_used": c.train_size, "student": c.student, "seed": c.seed, "lr": c.lr,
+                        "epochs": c.epochs, "valid_accuracy": acc, "test_accuracy": acc, "n_test": 8,
+                        "correct": correct})
+    summary = write_report(spec, records, [], tmp_path)
+    assert summary["plots"] == ["accuracy_vs_examples.png", "accuracy_vs_examples_1.png", "accuracy_vs_student.png"]
+    assert all((tmp_path / p).stat().st_size for p in summary["plots"])
+    size = next(a for a in summary["answers"] if a["question"] == "How small can the student be?")
+    assert [e["passes_teacher"] for e in size["evidence"]] == [False, True]
+    teacher = next(a for a in summary["answers"] if "pass the teacher" in a["question"])
+    assert "dsbs (tinysent, tiny-random-llama-2) passes my teacher's 75.0% from 8 rows on" in teacher["answer"]
+
+
+def test_cell_identity_changes_when_a_custom_task_file_changes(tmp_path):
+    path = write_study(tmp_path)
+    before = {c.cid for c in load_spec(path).cells()}
+    assert {c.cid for c in load_spec(path).cells()} == before
+    with open(tmp_path / "train.jsonl", "a") as fh:
+        fh.write(json.dumps({"id": "extra", "text": "a fun film", "label": "positive"}) + "\n")
+    assert not {c.cid for c in load_spec(path).cells()} & before
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "studies").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_study_spec_preset_loads(path):
+    spec = load_spec(path)
+    assert spec.cells() and spec.baseline in spec.methods
