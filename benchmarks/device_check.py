@@ -319,4 +319,6 @@ def _slug(info: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from stepdistill.cli import run_script
+
+    run_script(main)  # domain errors as one line, exit 2

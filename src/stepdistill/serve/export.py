@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from stepdistill.errors import StepdistillError
+from stepdistill.errors import StepdistillError, make_dir
 from stepdistill.student import views
 from stepdistill.student.predict import META_FILE
 
@@ -78,6 +78,7 @@ def export(path: str | Path, out: str | Path, *, overwrite: bool = False, onnx: 
     spec = prompt_spec(meta, task)
     digest = prompt_hash(spec)
 
+    make_dir(out.parent, "export OUT")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     auto = getattr(transformers, AUTO_CLASSES[meta["family"]])

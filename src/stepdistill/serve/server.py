@@ -262,18 +262,13 @@ def check_request(payload: Any, student, settings: ServeSettings) -> tuple[list,
     if explain and not student.can_explain:
         raise ApiError(400, "explain_unsupported", f"this student was trained with method '{student.method}', "
                        "without rationales; send explain=false")
-    task = student.task
+    from stepdistill.tasks import InputError
+
     for item, where in zip(inputs, names):
-        if isinstance(item, str):
-            text = item
-        else:
-            try:
-                text = task.format_input(item)
-            except KeyError as exc:
-                raise ApiError(422, "missing_field", f"{where}: missing field {exc.args[0]!r} for task "
-                               f"'{task.name}' (or send the formatted input as a string)") from None
-        if not text.strip():
-            raise ApiError(422, "empty_input", f"{where} is empty")
+        try:  # the task's one input rule, as in predict and Student.predict
+            text, _ = student.task.read_input(item)
+        except InputError as exc:
+            raise ApiError(422, exc.code, f"{where}: {exc}") from None
         if len(text) > settings.max_input_chars:
             raise ApiError(413, "input_too_long", f"{where} has {len(text)} characters; the limit is "
                            f"{settings.max_input_chars}")

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,7 +17,6 @@ from stepdistill.errors import StepdistillError
 from stepdistill.student.views import layout_of_format, prompt_ids, split_single_task, target_ids
 
 META_FILE = "stepdistill.json"
-_CHOICE_LINE = re.compile(r"^\(([a-z])\)\s*(.+)$", re.MULTILINE)
 
 
 def find_model_dir(path: str | Path) -> Path:
@@ -110,18 +108,9 @@ class Student:
         return self.method in ("dsbs", "single_task")
 
     def _text_and_row(self, item: str | Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
-        if isinstance(item, str):
-            row: dict = {}
-            if self.task.answer.kind == "multiple_choice":  # raw text: read the lettered choices back
-                row[getattr(self.task.answer, "choices_field", "choices")] = [m.group(2).strip() for m in
-                                                                              _CHOICE_LINE.finditer(item)]
-            return item, row
-        if isinstance(item, Mapping):
-            try:
-                return self.task.format_input(item), item
-            except KeyError as exc:
-                raise StepdistillError(f"input is missing field {exc.args[0]!r} for task '{self.task.name}'") from None
-        raise StepdistillError(f"an input must be a string or an object of task fields, got {type(item).__name__}")
+        """The task's one input rule (``Task.read_input``): an object of fields goes through the template, a
+        string is the formatted input."""
+        return self.task.read_input(item)
 
     def candidates(self, row: Mapping[str, Any]) -> list[str]:
         """The closed label set of a classification task, or the row's choices of a multiple-choice task."""
