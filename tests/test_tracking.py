@@ -86,3 +86,22 @@ def test_wandb_offline_run_holds_the_history(tmp_path, data_dir, monkeypatch):
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
     assert len(losses) == 2 and all(json.dumps(v).encode() in data for v in losses)
+
+
+@pytest.mark.slow
+def test_mlflow_run_holds_params_and_metric_history(tmp_path, data_dir, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from stepdistill.student import train
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run = train.run(_cfg(tmp_path, "train.report_to=[mlflow]"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{(run / 'mlflow.db').resolve()}")
+    (found,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert found.data.params["train.max_steps"] == "10" and found.info.status == "FINISHED"
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r["loss"] for r in log if "loss" in r}
+    history = {m.step: m.value for m in client.get_metric_history(found.info.run_id, "train/loss")}
+    assert history.keys() == logged.keys() and all(abs(history[s] - logged[s]) < 1e-6 for s in history)
+    assert "valid/accuracy" in found.data.metrics and found.data.metrics["final/train_steps"] == 10

@@ -5,7 +5,7 @@
 
 Each tracker goes through its own library, imported only when asked for: ``tensorboard`` (torch's SummaryWriter,
 event files in ``<run>/tensorboard``), ``wandb`` (``WANDB_PROJECT``, default stepdistill; ``WANDB_MODE=offline``
-keeps it on disk under ``<run>/wandb``) and ``mlflow`` (``MLFLOW_TRACKING_URI``, default ``<run>/mlruns``). They
+keeps it on disk under ``<run>/wandb``) and ``mlflow`` (``MLFLOW_TRACKING_URI``, default ``sqlite:///<run>/mlflow.db``). They
 get the training losses, learning rate and examples/s (every logged step), the validation accuracy or loss
 (every validation), the resolved config at the start and the final metrics at the end; the main process only.
 """
@@ -82,8 +82,8 @@ class _Mlflow:
         import mlflow
 
         self.mlflow = mlflow
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
+        if not os.environ.get("MLFLOW_TRACKING_URI"):  # MLflow 3's own default is ./mlflow.db, wherever one runs
+            mlflow.set_tracking_uri(f"sqlite:///{(run_dir / 'mlflow.db').resolve()}")
         mlflow.start_run(run_name=run_name)
         mlflow.log_params({k: str(v) for k, v in flatten(config).items()})
 

@@ -67,7 +67,7 @@ def setup(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> T
     if cfg.data.rationales:
         train_examples, missing = attach_rationales(task, train_examples, cfg.data.rationales)
     check_run_dir(cfg, run_dir, overwrite, resume)  # read-only: the run directory is written once all is ready
-    check_trackers(cfg.train.report_to)  # a missing package fails now, not after the run directory is replaced
+    check_trackers(cfg.train.report_to)  # a missing package fails now, before the run directory is written
 
     set_seed(cfg.train.seed)
     model, tokenizer = build_student(cfg)

@@ -43,7 +43,7 @@ KEYS = {"name", "config", "set", "methods", "baseline", "train_sizes", "students
         "same_settings", "teacher", "reuse", "runs_dir", "description"}
 # settings that cannot change what a cell computes, or that name where it is, not what it is
 NOT_IDENTITY = {"output_dir", "data.data_dir", "train.keep_checkpoint", "train.checkpoint_every",
-                "train.num_threads", "train.compile"}
+                "train.num_threads", "train.compile", "train.report_to"}
 
 
 @dataclass(frozen=True)
