@@ -15,7 +15,7 @@ import yaml
 
 from stepdistill.errors import ConfigError
 from stepdistill.study.records import RecordLog
-from stepdistill.study.spec import load_spec
+from stepdistill.study.spec import anchor, load_spec
 
 WORDS = {"positive": ["great", "lovely", "fun"], "negative": ["awful", "boring", "bad"]}
 
@@ -183,3 +183,31 @@ def test_cell_identity_changes_when_a_custom_task_file_changes(tmp_path):
 def test_every_study_spec_preset_loads(path):
     spec = load_spec(path)
     assert spec.cells() and spec.baseline in spec.methods
+
+
+def test_paths_in_a_spec_are_relative_to_the_spec_file_not_the_working_directory(tmp_path, monkeypatch):
+    path = write_study(tmp_path, set=["data.task=task.yaml"],
+                       methods={"standard_ft": ["method.name=standard"],
+                                "dsbs_mine": ["method.name=dsbs", "data.rationales=rationales.jsonl"]},
+                       runs_dir="runs", reuse=["old/quality.jsonl"])
+    (tmp_path / "rationales.jsonl").write_text(json.dumps({"id": "r0", "rationale": "great is positive"}) + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # neither file is here
+    spec = load_spec(Path("..") / path.name)
+    cell = next(c for c in spec.cells() if c.arm == "dsbs_mine")
+    cfg = spec.resolve(cell.overrides)
+    assert Path(cfg.data.task).resolve() == tmp_path / "task.yaml"
+    assert Path(cfg.data.rationales).resolve() == tmp_path / "rationales.jsonl"
+    assert Path(spec.runs_dir).resolve() == tmp_path / "runs" and spec.reuse[0].resolve() == tmp_path / "old" / \
+        "quality.jsonl"
+    assert "method.name=dsbs" in cell.overrides  # other settings untouched; a built-in task name stays a name
+    assert anchor("data.task=svamp", tmp_path) == "data.task=svamp"
+    assert anchor("student.name=tiny-random-llama", tmp_path) == "student.name=tiny-random-llama"
+    # the same cells from any working directory, and the rationale file's content is part of their identity
+    monkeypatch.chdir(tmp_path)
+    again = load_spec(path.name)
+    assert [c.cid for c in again.cells()] == [c.cid for c in spec.cells()]
+    (tmp_path / "rationales.jsonl").write_text(json.dumps({"id": "r0", "rationale": "other"}) + "\n")
+    changed = {c.cid for c in load_spec(path.name).cells()}
+    assert cell.cid not in changed and {c.cid for c in spec.cells() if c.arm == "standard_ft"} <= changed
