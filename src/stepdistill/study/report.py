@@ -12,14 +12,16 @@ from pathlib import Path
 from stepdistill.study.analysis import analyse, size_order
 from stepdistill.study.sentences import interval_text, pct
 from stepdistill.study.spec import size_tag
+from stepdistill.study.tables import equal_budget_table, machines_line, shared_table
 
 
 def write_report(spec, records: list[dict], known: list[dict], out: Path) -> dict:
     """Write study.json, report.md and the plots under ``out``; returns the summary."""
-    result = analyse(records, spec.baseline, spec.same_settings, known, spec.teacher)
+    result = analyse(records, spec.baseline, spec.same_settings, known, spec.teacher, spec.compare)
     plots = plot_sizes(result, out) + plot_students(result, out)
     summary = {"study": spec.name, "spec": str(spec.path), "description": spec.description,
-               "grid": {"methods": spec.methods, "baseline": spec.baseline, "train_sizes": spec.train_sizes,
+               "grid": {"methods": spec.methods, "baseline": spec.baseline, "compare": spec.compare,
+                        "train_sizes": spec.train_sizes,
                         "students": spec.students, "seeds": spec.seeds, "lrs": spec.lrs, "epochs": spec.epochs,
                         "set": spec.set},
                "records": [{k: v for k, v in r.items() if k != "correct"} for r in records],
@@ -37,7 +39,7 @@ def markdown(spec, result: dict, records: list[dict], plots: list[str]) -> list[
              f"{len(records)} cells recorded. Arms: " + ", ".join(f"`{a}` ({' '.join(o) or 'base config'})"
                                                                 for a, o in spec.methods.items())
              + f"; baseline `{spec.baseline}`. Seeds {spec.seeds}, lr {spec.lrs}, epochs {spec.epochs}"
-             + (f"; every cell with `{' '.join(spec.set)}`" if spec.set else "") + ".",
+             + (f"; every cell with `{' '.join(spec.set)}`" if spec.set else "") + ". " + machines_line(records),
              "", "Tuned = lr and epochs picked per arm on validation (most seeds, best mean validation accuracy); "
              "test accuracy is read only for that pick and for the same-settings comparison. Accuracy in %, mean "
              "± sample sd over seeds. Δ: vs the baseline, paired by seed, with a 95% bootstrap interval over "
@@ -64,6 +66,7 @@ def markdown(spec, result: dict, records: list[dict], plots: list[str]) -> list[
         lines += ["", "Validation grid: " + "; ".join(
             f"{arm}: " + ", ".join(f"{k} {pct(v['valid_mean'])} ({v['seeds']} seeds)" for k, v in t["grid"].items())
             for arm, t in g["tuned"].items()), ""]
+    lines += equal_budget_table(result["groups"], spec.baseline) + shared_table(result["groups"])
     return [x for x in lines if x is not None]
 
 

@@ -12,6 +12,7 @@ Spec keys (paths are relative to the spec file)::
       dsbs: [method.name=dsbs]
       dsbs_alpha0.8: [method.name=dsbs, method.alpha=0.8]
     baseline: standard_ft           # every arm is compared with this one
+    compare: {dsbs_alpha0.8: dsbs}  # ... and at every shared setting with this arm instead (a variant vs its arm)
     train_sizes: [250, 500, 0.5]    # counts or fractions of the pool (null: the whole pool)
     students: [smollm2-135m]        # student.name values (default: the base config's)
     seeds: [0, 1]
@@ -43,8 +44,8 @@ import yaml
 
 from stepdistill.errors import ConfigError, StepdistillError
 
-KEYS = {"name", "config", "set", "methods", "baseline", "train_sizes", "students", "seeds", "lrs", "epochs",
-        "same_settings", "teacher", "reuse", "runs_dir", "description"}
+KEYS = {"name", "config", "set", "methods", "baseline", "compare", "train_sizes", "students", "seeds", "lrs",
+        "epochs", "same_settings", "teacher", "reuse", "runs_dir", "description"}
 # settings that cannot change what a cell computes, or that name where it is, not what it is
 NOT_IDENTITY = {"output_dir", "data.data_dir", "train.keep_checkpoint", "train.checkpoint_every",
                 "train.num_threads", "train.compile"}
@@ -101,6 +102,7 @@ class StudySpec:
     students: list[str] = field(default_factory=list)
     set: list[str] = field(default_factory=list)
     same_settings: dict | None = None
+    compare: dict[str, str] = field(default_factory=dict)
     teacher: dict | None = None
     reuse: list[Path] = field(default_factory=list)
     runs_dir: str | None = None
@@ -213,6 +215,13 @@ def load_spec(path: str | Path) -> StudySpec:
     baseline = str(raw.get("baseline", next(iter(methods), "")))
     if methods and baseline not in methods:
         problems.append(f"baseline: '{baseline}' is not one of the methods ({', '.join(methods)})")
+    compare = raw.get("compare") or {}
+    if not isinstance(compare, dict):
+        problems.append("compare: a mapping of arm -> the arm it is compared with at every shared setting")
+        compare = {}
+    compare = {str(k): str(v) for k, v in compare.items()}
+    problems += [f"compare: '{a}' is not one of the methods ({', '.join(methods)})" for a in
+                 dict.fromkeys([*compare, *compare.values()]) if methods and a not in methods]
     lists = {}
     for key, kind, default in [("seeds", int, [0]), ("lrs", float, None), ("epochs", float, None),
                                ("train_sizes", None, [None]), ("students", str, None)]:
@@ -234,7 +243,7 @@ def load_spec(path: str | Path) -> StudySpec:
                      baseline=baseline, seeds=lists["seeds"], lrs=lists["lrs"] or [], epochs=lists["epochs"] or [],
                      train_sizes=lists["train_sizes"], students=lists["students"] or [],
                      set=[anchor(str(x), base) for x in raw.get("set") or []],
-                     same_settings=raw.get("same_settings"), teacher=raw.get("teacher"),
+                     same_settings=raw.get("same_settings"), compare=compare, teacher=raw.get("teacher"),
                      reuse=[base / p for p in raw.get("reuse") or []],
                      runs_dir=str(base / raw["runs_dir"]) if raw.get("runs_dir") else None,
                      description=str(raw.get("description", "")))
