@@ -211,3 +211,53 @@ def test_paths_in_a_spec_are_relative_to_the_spec_file_not_the_working_directory
     (tmp_path / "rationales.jsonl").write_text(json.dumps({"id": "r0", "rationale": "other"}) + "\n")
     changed = {c.cid for c in load_spec(path.name).cells()}
     assert cell.cid not in changed and {c.cid for c in spec.cells() if c.arm == "standard_ft"} <= changed
+
+
+@pytest.mark.slow
+def test_restore_retrains_only_the_cells_whose_per_row_results_are_lost(tmp_path):
+    spec_path, out = write_study(tmp_path, train_sizes=[8], seeds=[0, 1]), tmp_path / "out"
+    spec = load_spec(spec_path)
+    log = RecordLog(out / "records.jsonl")
+    cells = {(c.arm, c.seed): c for c in spec.cells()}
+    for (arm, seed), c in cells.items():  # finished cells as an old results file left them: seed 0 lost its rows
+        log.append({"cell": c.cid, "arm": arm, "task": "tinysent", "common": [], "train_size": 8, "n_train_used": 8,
+                    "student": c.student, "seed": seed, "lr": c.lr, "epochs": c.epochs, "valid_accuracy": 0.5,
+                    "test_accuracy": 0.123, "n_test": 8, "run_dir": f"gone/{arm}{seed}",
+                    "correct": {} if seed == 0 else {f"r{200 + i}": i < 4 for i in range(8)}})
+    log.append_comparison({"mine": [cells["dsbs", 0].cid], "base": [cells["standard_ft", 0].cid],
+                           "stats": {"diff_mean": 0.0}, "from": "abc1234"})
+    dry = study(spec_path, "--out", out, "--restore", "--dry-run")
+    text = dry.communicate(timeout=120)[0]
+    assert dry.returncode == 0, text[-2000:]
+    assert "2 finished cells have lost their per-row test results" in text and "2 to run" in text
+    assert "seeds [0]" not in text  # both sides of the kept comparison are restored: nothing at risk
+    before = (out / "records.jsonl").read_text()
+    proc = study(spec_path, "--out", out, "--restore")
+    text = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, text[-3000:]
+    assert (out / "records.jsonl").read_text().startswith(before)  # appended, never rewritten
+    records = {(r["arm"], r["seed"]): r for r in RecordLog(out / "records.jsonl").load()}
+    assert len(records) == 4
+    for arm in ("standard_ft", "dsbs"):
+        new, kept = records[arm, 0], records[arm, 1]
+        assert len(new["correct"]) == 8 and new["replaced"]["test_accuracy"] == 0.123
+        assert new["replaced"]["run_dir"] == f"gone/{arm}0" and (Path(new["run_dir"]) / "predictions.jsonl").is_file()
+        assert "replaced" not in kept and kept["run_dir"] == f"gone/{arm}1"  # had its rows: left alone
+    report = json.loads((out / "study.json").read_text())
+    assert report["groups"][0]["tuned"]["dsbs"]["vs_baseline"]["bootstrap"]  # tested again
+    again = study(spec_path, "--out", out, "--restore")
+    text = again.communicate(timeout=120)[0]
+    assert again.returncode == 0 and "0 finished cells have lost" in text and "0 to run" in text
+
+
+def test_restore_names_the_kept_comparisons_a_retrained_cell_could_cost():
+    from stepdistill.study.restore import at_risk
+
+    def rec(cell, arm, correct):
+        return {"cell": cell, "arm": arm, "task": "t", "train_size": 8, "lr": 1e-3, "epochs": 1.0, "seed": 0,
+                "correct": correct}
+    records = [rec("a", "dsbs", {}), rec("b", "standard_ft", {}), rec("c", "standard_ft", {"r": True})]
+    kept = [{"mine": ["a"], "base": ["b"]}, {"mine": ["a"], "base": ["c"]}]
+    assert at_risk({"a"}, records, kept) == ["t n=8 dsbs (lr 0.001, 1 ep), seeds [0] vs t n=8 standard_ft (lr 0.001, "
+                                             "1 ep), seeds [0]"]  # b has no rows and is not restored; c has rows
+    assert at_risk({"a", "b"}, records, kept) == [] and at_risk(set(), records, kept) == []
