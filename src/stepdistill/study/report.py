@@ -15,10 +15,13 @@ from stepdistill.study.spec import size_tag
 from stepdistill.study.tables import equal_budget_table, machines_line, shared_table
 
 
-def write_report(spec, records: list[dict], known: list[dict], out: Path) -> dict:
-    """Write study.json, report.md and the plots under ``out``; returns the summary."""
+def write_report(spec, records: list[dict], known: list[dict], out: Path, stem: str | None = None,
+                 extra: list[str] = ()) -> dict:
+    """Write study.json, report.md and the plots under ``out`` (``<stem>.json``, ``<stem>.md`` and plots named
+    ``<stem>_*.png`` when given), ``extra`` markdown lines at the end; returns the summary."""
     result = analyse(records, spec.baseline, spec.same_settings, known, spec.teacher, spec.compare)
-    plots = plot_sizes(result, out) + plot_students(result, out)
+    prefix = f"{stem}_" if stem else ""
+    plots = plot_sizes(result, out, prefix) + plot_students(result, out, prefix)
     summary = {"study": spec.name, "spec": str(spec.path), "description": spec.description,
                "grid": {"methods": spec.methods, "baseline": spec.baseline, "compare": spec.compare,
                         "train_sizes": spec.train_sizes,
@@ -26,10 +29,12 @@ def write_report(spec, records: list[dict], known: list[dict], out: Path) -> dic
                         "set": spec.set},
                "records": [{k: v for k, v in r.items() if k != "correct"} for r in records],
                **result, "plots": plots}
-    tmp = out / "study.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    tmp.replace(out / "study.json")
-    (out / "report.md").write_text("\n".join(markdown(spec, result, records, plots)) + "\n")
+    json_name, md_name = (f"{stem}.json", f"{stem}.md") if stem else ("study.json", "report.md")
+    for name, text in [(json_name, json.dumps(summary, indent=1, default=str)),
+                       (md_name, "\n".join(markdown(spec, result, records, plots) + list(extra)) + "\n")]:
+        tmp = out / f"{name}.tmp"  # a kill never leaves half a report
+        tmp.write_text(text)
+        tmp.replace(out / name)
     return summary
 
 
@@ -81,7 +86,7 @@ def _pyplot():
     return plt
 
 
-def plot_sizes(result: dict, out: Path) -> list[str]:
+def plot_sizes(result: dict, out: Path, prefix: str = "") -> list[str]:
     """accuracy vs training examples, a line per arm with error bars over seeds, the teacher as a line."""
     plt = _pyplot()
     curves = {k: v for k, v in result["curves"].items()
@@ -108,13 +113,13 @@ def plot_sizes(result: dict, out: Path) -> list[str]:
         ax.set_title(key.split(" | ")[0] + ": " + key.split(" | ")[1] + " student", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        names.append("accuracy_vs_examples.png" if i == 0 else f"accuracy_vs_examples_{i}.png")
+        names.append(prefix + ("accuracy_vs_examples.png" if i == 0 else f"accuracy_vs_examples_{i}.png"))
         fig.savefig(out / names[-1], dpi=120)
         plt.close(fig)
     return names
 
 
-def plot_students(result: dict, out: Path) -> list[str]:
+def plot_students(result: dict, out: Path, prefix: str = "") -> list[str]:
     """accuracy vs student (in the spec's order) on the largest training set, a line per arm."""
     plt = _pyplot()
     students = list(dict.fromkeys(g["student"] for g in result["groups"]))
@@ -137,6 +142,6 @@ def plot_students(result: dict, out: Path) -> list[str]:
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_student.png", dpi=120)
+    fig.savefig(out / f"{prefix}accuracy_vs_student.png", dpi=120)
     plt.close(fig)
-    return ["accuracy_vs_student.png"]
+    return [f"{prefix}accuracy_vs_student.png"]
