@@ -96,6 +96,8 @@ def test_study_survives_sigkill_and_resumes_without_rerunning(tmp_path):
                          "At which training-set size does the student pass the teacher?"]
     report = (out / "report.md").read_text()
     assert "my teacher's 75.0%" in report and "![accuracy_vs_examples.png]" in report
+    assert "| tinysent, tiny-random-llama, 16 | dsbs | 1 (picked) | 0.003 / 0.003 | [0, 1] |" in report
+    assert "| tinysent, tiny-random-llama, 16 | dsbs vs standard_ft | 0.003, 1 | [0, 1] |" in report
     # the report rebuilds from the records alone
     import shutil
 
