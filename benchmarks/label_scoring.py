@@ -204,9 +204,10 @@ def write_report(results: list[dict], summary: list[dict], out_dir: Path, missin
 
     lines = ["# Label scoring vs generation on the quality students", "",
              "The same trained students (the paper's comparison, `quality.md`: each method at its tuned setting "
-             "on each dataset's largest training set), the same test rows. *generate*: greedy decoding of the label, parsed "
-             "against the row's labels or choices (the paper's protocol; an answer naming no valid label counts "
-             "wrong). *score*: `stepdistill evaluate --label-scoring score`, one forward that scores every "
+             "on each dataset's largest training set), the same test rows. *generate*: greedy decoding of the "
+             "label, parsed against the row's labels or choices (the paper's protocol; an answer naming no "
+             "valid label counts wrong). *score*: `stepdistill evaluate --label-scoring score`, one forward "
+             "that scores every "
              "candidate label and picks the most likely. Accuracy in %, mean over seeds; McNemar p per seed "
              "(score vs generate, same rows); gaps to standard fine-tuning with the seed × row bootstrap 95% "
              "interval of the study stage.", "",
