@@ -314,4 +314,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from stepdistill.cli import run_script
+
+    run_script(main)  # domain errors as one line, exit 2

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 from pathlib import Path
 
 from stepdistill.study.legacy import QUALITY_ARMS, load_quality
@@ -69,4 +68,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from stepdistill.cli import run_script
+
+    run_script(main)  # domain errors as one line, exit 2

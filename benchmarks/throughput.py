@@ -60,20 +60,30 @@ def upgrade_legacy(result: dict) -> dict:
     return result
 
 
-def matmul_peak(threads: int, n: int = 2048, dtype=torch.float32, reps: int = 5) -> float:
-    """Best-of-``reps`` FLOP/s of an n x n @ n x n matmul at ``threads`` threads."""
+def matmul_peak(threads: int, n: int = 2048, dtype=torch.float32, reps: int = 5, device="cpu") -> float:
+    """Best-of-``reps`` FLOP/s of an n x n @ n x n matmul at ``threads`` threads (on ``device``; a GPU
+    gets n = 8192, since 2048 would not fill it)."""
+    device = torch.device(device)
+    n = 8192 if device.type == "cuda" else n
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
     best = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = now(device)
         a @ b
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, now(device) - t0)
     torch.set_num_threads(old)
     return 2 * n ** 3 / best
+
+
+def now(device) -> float:
+    """``time.perf_counter()`` once the work queued on ``device`` is done (CUDA runs asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 class Bench:
@@ -86,8 +96,9 @@ class Bench:
         self.cfg = load_config(cfg_path, [f"student.name={args.student}"])
         splits = load_splits(task, args.data_dir or self.cfg.data.data_dir, seed=self.cfg.train.seed, with_test=False)
         torch.manual_seed(0)
+        self.device = torch.device(getattr(args, "device", "cpu"))
         self.model, self.tok = load_pretrained("causal", args.student)
-        self.model.train()
+        self.model.to(self.device).train()
         data = build_training_data(self.cfg, task, splits.train, self.tok)
         # examples with both views (the official code has a rationale for every row)
         keep = [i for i, ids in enumerate(data.by_example) if len(ids) == 2]
@@ -121,6 +132,17 @@ class Bench:
         self.linear_params = sum(p.numel() for p in self.model.parameters() if p.dim() == 2 and p is not emb)
         self.total_params = sum(p.numel() for p in self.model.parameters())
         self._lora = None
+
+    def put(self, x):
+        """A collated batch (a dict of tensors, a dict of such dicts, or a list of them) on the bench's device."""
+        if isinstance(x, torch.Tensor):
+            return x.to(self.device)
+        if isinstance(x, dict):
+            return {k: self.put(v) for k, v in x.items()}
+        return [self.put(v) for v in x]
+
+    def now(self) -> float:
+        return now(self.device)
 
     def round_batches(self, layout: str, grouped: bool, r: int) -> list[list[int]]:
         """Batches covering ``self.subset`` once, as training would form them in epoch ``r``: random (the
@@ -209,9 +231,9 @@ def flops(bench: Bench, rows: list[tuple[int, int]], logit_rows: int, train_line
 
 # ---- variants: each returns (inputs builder, loss fn, step fn, flop counter) --------------------------
 
-def precision(bf16: bool):
-    """bf16 autocast (what train.mixed_precision=bf16 does on CPU) or plain float32."""
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+def precision(bf16: bool, device_type: str = "cpu"):
+    """bf16 autocast (what train.mixed_precision=bf16 does) or plain float32."""
+    return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else torch.autocast(device_type, enabled=False)
 
 
 def _step(loss, params, optimizer):
@@ -232,7 +254,7 @@ def make_variants(bench: Bench) -> dict:
 
     def reference(views=bench.features):  # bench.suffix: the same step on suffix-layout prompts
         def build(batch):
-            return task_prefix_batches([f for e in batch for f in views[e]], pad)
+            return bench.put(task_prefix_batches([f for e in batch for f in views[e]], pad))
 
         def loss(x):
             return reference_loss(m, x, ALPHA)
@@ -247,7 +269,8 @@ def make_variants(bench: Bench) -> dict:
 
         def build(batch):
             fs = feats(batch)
-            return [collate([f for f in fs if f.task == t], pad, "causal") for t in (LABEL_TASK, RATIONALE_TASK)]
+            return bench.put([collate([f for f in fs if f.task == t], pad, "causal")
+                              for t in (LABEL_TASK, RATIONALE_TASK)])
 
         def loss(x):
             a, b = wrapper(**x[0]), wrapper(**x[1])
@@ -264,10 +287,10 @@ def make_variants(bench: Bench) -> dict:
         wrapper = StudentWithLoss(model, "causal", ALPHA, target_logits_only=target_only, split_views=split)
 
         def build(batch):
-            return collate(feats(batch), pad, "causal")
+            return bench.put(collate(feats(batch), pad, "causal"))
 
         def loss(x):
-            with precision(bf16):
+            with precision(bf16, bench.device.type):
                 return wrapper(**x)
 
         def count(x):
@@ -287,10 +310,10 @@ def make_variants(bench: Bench) -> dict:
             wrapper = torch.compile(wrapper, dynamic=True)
 
         def build(batch):
-            return collate_shared([bench.shared[e] for e in batch], pad)
+            return bench.put(collate_shared([bench.shared[e] for e in batch], pad))
 
         def loss(x):
-            with precision(bf16):
+            with precision(bf16, bench.device.type):
                 return wrapper(**x)
 
         def count(x):
@@ -381,7 +404,8 @@ def check_equality(bench: Bench, variants: dict, built: dict) -> dict:
     if "shared" in built:
         wrapper = StudentWithLoss(m, "causal", ALPHA)
         with torch.no_grad():
-            two = wrapper(**collate([f for e in batch for f in bench.suffix[e]], bench.tok.pad_token_id, "causal"))
+            two = wrapper(**bench.put(collate([f for e in batch for f in bench.suffix[e]], bench.tok.pad_token_id,
+                                              "causal")))
         two = {k: float(v) for k, v in two.items()}
         out["shared_vs_two_suffix_views"] = {k: abs(results["shared"][k] - two[k]) for k in two}
         out["suffix_layout_two_view_losses"] = {k: round(v, 6) for k, v in two.items()}
@@ -427,11 +451,11 @@ def time_training(bench: Bench, names: list[str]) -> dict:
                 params = [p for p in params if p is not emb]
             if spec.get("threads"):
                 torch.set_num_threads(spec["threads"])
-            t0 = time.perf_counter()
+            t0 = bench.now()
             x = build(batch)
             out = loss_fn(x)
             _step(out["loss"], params, opt)
-            dt = time.perf_counter() - t0
+            dt = bench.now() - t0
             torch.set_num_threads(args.threads)
             emb.requires_grad_(True)
             if r >= args.warmup:
@@ -439,7 +463,7 @@ def time_training(bench: Bench, names: list[str]) -> dict:
                 counts[name].append(count(x))
                 losses[name].append(round(float(out["loss"]), 5))
             print(f"round {r} {name}: {dt:.2f}s", flush=True)
-    peak = matmul_peak(args.threads)
+    peak = matmul_peak(args.threads, device=bench.device)
     results = {}
     for name in names:
         ts = times[name]
@@ -462,7 +486,8 @@ def time_training(bench: Bench, names: list[str]) -> dict:
             "loss_per_step": losses[name],
         }
     return {"equality_on_batch_0": equality, "variants": results, "matmul_peak_gflop_s": round(peak / 1e9, 2),
-            "matmul_peak_bf16_gflop_s": round(matmul_peak(args.threads, dtype=torch.bfloat16) / 1e9, 2)}
+            "matmul_peak_bf16_gflop_s": round(matmul_peak(args.threads, dtype=torch.bfloat16,
+                                                          device=bench.device) / 1e9, 2)}
 
 
 # ---- the same examples for every variant: one pass over a fixed subset per round ---------------------
@@ -503,7 +528,7 @@ def equality_same_batch(bench: Bench, built: dict) -> dict:
 
 def optimiser_timing(bench: Bench, reps: int = 3) -> dict:
     """Seconds per AdamW step over all parameters: the per-tensor loop (torch's CPU default) vs fused."""
-    params = [torch.nn.Parameter(p.detach().clone()) for p in bench.model.parameters()]
+    params = [torch.nn.Parameter(p.detach().clone()) for p in bench.model.parameters()]  # on the bench's device
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
     out = {}
@@ -512,19 +537,20 @@ def optimiser_timing(bench: Bench, reps: int = 3) -> dict:
         opt.step()
         ts = []
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0 = bench.now()
             opt.step()
-            ts.append(time.perf_counter() - t0)
+            ts.append(bench.now() - t0)
         out[f"{name}_s"] = round(statistics.median(ts), 3)
     del params
     return out
 
 
-def time_same_examples(bench: Bench, names: list[str]) -> dict:
+def time_same_examples(bench: Bench, names: list[str], measure_peak: bool = True) -> dict:
     """Each timed round, every variant trains one pass over the same ``--same-examples`` rows, batched as
     that variant's training would batch them (random for the reference, length-grouped for ours); variants
     are interleaved and their order rotates. The speed-up of a round is reference seconds / variant seconds
-    for the same examples; warm-up rounds take one batch each."""
+    for the same examples; warm-up rounds take one batch each. ``measure_peak=False`` skips the matmul peak
+    (minutes for the bf16 one on a CPU without bf16 units), so a smoke run takes seconds."""
     args = bench.args
     variants = make_variants(bench)
     built = {n: variants[n]["make"]() for n in set(names) | {"reference_suffix", "ours_prefix", "ours_suffix",
@@ -536,6 +562,7 @@ def time_same_examples(bench: Bench, names: list[str]) -> dict:
     flop = {n: [] for n in names}
     widths = {n: [] for n in names}
     losses = {n: [] for n in names}
+    peak_mem = {}  # CUDA: the most memory allocated while the variant trains, in bytes
     for r in range(args.warmup + args.steps):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
@@ -550,24 +577,28 @@ def time_same_examples(bench: Bench, names: list[str]) -> dict:
                 emb.requires_grad_(False)
                 params = [p for p in params if p is not emb]
             total, fl, ws, ls = 0.0, 0.0, [], []
+            if bench.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(bench.device)
             for batch in batches:
-                t0 = time.perf_counter()
+                t0 = bench.now()
                 x = build(batch)
                 out = loss_fn(x)
                 _step(out["loss"], params, opt)
-                total += time.perf_counter() - t0
+                total += bench.now() - t0
                 c = count(x)
                 fl += c[0]
                 ws.append(c[1])
                 ls.append(round(float(out["loss"]), 4))
             emb.requires_grad_(True)
+            if bench.device.type == "cuda":
+                peak_mem[name] = max(peak_mem.get(name, 0), torch.cuda.max_memory_allocated(bench.device))
             if r >= args.warmup:
                 times[name].append(total)
                 flop[name].append(fl)
                 widths[name].append(ws)
                 losses[name].append(ls)
             print(f"round {r} {name}: {len(batches)} steps {total:.1f}s", flush=True)
-    peak = matmul_peak(args.threads)
+    peak = matmul_peak(args.threads, device=bench.device) if measure_peak else None
     n_ex = len(bench.subset)
     results = {}
     for name in names:
@@ -581,14 +612,19 @@ def time_same_examples(bench: Bench, names: list[str]) -> dict:
             "speedup_per_round": [round(x, 3) for x in ratios],
             "est_gflop_per_example": round(sum(flop[name]) / len(ts) / n_ex / 1e9, 2),
             "achieved_gflop_s": round(sum(flop[name]) / sum(ts) / 1e9, 2),
-            "fraction_of_measured_fp32_peak": round(sum(flop[name]) / sum(ts) / peak, 3),
+            "fraction_of_measured_fp32_peak": round(sum(flop[name]) / sum(ts) / peak, 3) if peak else None,
             "rows_x_width_first_round": widths[name][0],
             "loss_first_round": losses[name][0],
         }
-    return {"examples_per_round": n_ex, "equality_on_one_batch": equality, "variants": results,
-            "matmul_peak_gflop_s": round(peak / 1e9, 2),
-            "matmul_peak_bf16_gflop_s": round(matmul_peak(args.threads, dtype=torch.bfloat16) / 1e9, 2),
-            "adamw_step_seconds": optimiser_timing(bench)}
+        if name in peak_mem:
+            results[name]["peak_gpu_memory_mib"] = round(peak_mem[name] / 2**20)
+    out = {"examples_per_round": n_ex, "equality_on_one_batch": equality, "variants": results,
+           "adamw_step_seconds": optimiser_timing(bench)}
+    if measure_peak:
+        out["matmul_peak_gflop_s"] = round(peak / 1e9, 2)
+        out["matmul_peak_bf16_gflop_s"] = round(matmul_peak(args.threads, dtype=torch.bfloat16,
+                                                            device=bench.device) / 1e9, 2)
+    return out
 
 
 # ---- torch.compile, in a child process with a time limit ---------------------------------------------
@@ -773,4 +809,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from stepdistill.cli import run_script
+
+    run_script(main)  # domain errors as one line, exit 2

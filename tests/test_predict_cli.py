@@ -38,12 +38,11 @@ FIELDS = {"body": "Tom has 3 apples and buys 4 more.", "question": "How many app
 
 
 def test_file_in_file_out_with_ids_fields_and_text(model_dir, student, tmp_path, capsys):
-    src = write_lines(tmp_path / "in.jsonl", [{"id": "a", **FIELDS}, "", {"id": 7, "text": TEXTS[1]},
-                                              {"text": TEXTS[2]}])
+    src = write_lines(tmp_path / "in.jsonl", [{"id": "a", **FIELDS}, "", json.dumps(TEXTS[1]), json.dumps(TEXTS[2])])
     assert cli(["predict", str(model_dir), str(src), "-o", str(tmp_path / "out.jsonl"), "--batch-size", "2"]) == 0
     out = read_jsonl(tmp_path / "out.jsonl")
     want = student.predict([FIELDS, TEXTS[1], TEXTS[2]], batch_size=1)
-    assert [o.get("id") for o in out] == ["a", 7, None]
+    assert [o.get("id") for o in out] == ["a", None, None]
     assert [o["raw"] for o in out] == [w["raw"] for w in want]
     assert [o["label"] for o in out] == [w["label"] for w in want]
     assert all(set(o) <= {"id", "label", "raw"} for o in out)
@@ -51,7 +50,7 @@ def test_file_in_file_out_with_ids_fields_and_text(model_dir, student, tmp_path,
 
 
 def test_stdin_to_stdout_with_explain(model_dir, student, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps({"text": t}) + "\n" for t in TEXTS)))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(t) + "\n" for t in TEXTS)))
     assert cli(["predict", str(model_dir), "-", "--explain"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     want = student.predict(TEXTS, explain=True, batch_size=1)
@@ -59,10 +58,12 @@ def test_stdin_to_stdout_with_explain(model_dir, student, monkeypatch, capsys):
     assert [o["rationale"] for o in out] == [w["rationale"] for w in want]
 
 
-BAD = [{"id": 1, **FIELDS}, '{"body": "no closing brace"', {"body": "only the body"}, [1, 2], {"text": 5},
-       {"text": "  "}, {"id": 2, "text": TEXTS[0]}]
-PROBLEMS = {2: "invalid JSON", 3: "missing field 'question'", 4: "expected a JSON object", 5: "'text' must be a string",
-            6: "'text' is empty"}
+BAD = [{"id": 1, **FIELDS}, '{"body": "no closing brace"', {"body": "only the body"}, [1, 2],
+       {"body": "b", "question": {"a": 1}}, json.dumps("  "), {"id": 2, "text": TEXTS[0]}, json.dumps(TEXTS[0])]
+PROBLEMS = {2: "invalid JSON", 3: "missing field 'question'", 4: "must be a string (the formatted input) or an object",
+            5: "field 'question' must be a string", 6: "the input is empty",
+            7: "missing field 'body' for task 'svamp' (its fields: body, question; or send the formatted input as a "
+               "string)"}
 
 
 def test_malformed_line_stops_with_file_and_line_and_writes_nothing(model_dir, tmp_path, capsys):
@@ -84,9 +85,9 @@ def test_skip_writes_an_error_record_per_bad_line_and_goes_on(model_dir, student
     for lineno, problem in PROBLEMS.items():
         assert out[lineno - 1]["line"] == lineno and problem in out[lineno - 1]["error"]
         assert f"{src}:{lineno}: " in captured.err
-    assert out[0]["id"] == 1 and out[-1]["id"] == 2
+    assert out[0]["id"] == 1 and out[-2]["id"] == 2
     assert out[-1]["raw"] == student.predict([TEXTS[0]], batch_size=1)[0]["raw"]
-    assert "skipped 5 malformed" in captured.err
+    assert "skipped 6 malformed" in captured.err
 
 
 def test_explain_on_a_standard_student_and_missing_paths_are_one_line_errors(model_dir, tmp_path, capsys):

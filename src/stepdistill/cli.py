@@ -9,6 +9,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import Callable
 
 # verb -> (module under stepdistill.commands, one-line help). Each module has
 # ``add_arguments(parser)`` and ``main(args) -> int``; heavy imports live inside ``main``.
@@ -55,23 +56,40 @@ def main(argv: list[str] | None = None) -> int:
     # Spinning OpenMP threads make torch many times slower when the cores are shared (measured here:
     # 3-10 s instead of 0.5 s per SmolLM2 forward); must be set before torch is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from stepdistill.errors import StepdistillError
-
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     if not args.verb:
         parser.print_help()
         return 2
+    return one_line_errors(lambda: modules[args.verb].main(args), debug=args.debug)
+
+
+def one_line_errors(main: Callable[[], int | None], debug: bool = False) -> int:
+    """Run an entry point (a CLI verb, a ``benchmarks/*.py`` script) and return its exit status; a domain error
+    prints as one ``error: ...`` line with status 2 (``--debug`` or ``STEPDISTILL_DEBUG=1`` shows the traceback),
+    and so does a ``stepdistill`` subprocess that failed (its own error line is printed above)."""
+    import subprocess
+
+    from stepdistill.errors import StepdistillError
+
     try:
-        return int(modules[args.verb].main(args) or 0)
-    except StepdistillError as exc:
-        if args.debug or os.environ.get("STEPDISTILL_DEBUG"):
+        return int(main() or 0)
+    except (StepdistillError, subprocess.CalledProcessError) as exc:
+        if debug or os.environ.get("STEPDISTILL_DEBUG"):
             raise
+        if isinstance(exc, subprocess.CalledProcessError):
+            cmd = exc.cmd if isinstance(exc.cmd, str) else " ".join(map(str, exc.cmd))
+            exc = f"`{cmd}` failed with exit status {exc.returncode}"
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def run_script(main: Callable[[], int | None]) -> None:
+    """``if __name__ == "__main__": run_script(main)`` in a script: :func:`one_line_errors`, then exit."""
+    sys.exit(one_line_errors(main))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Every problem is gathered and raised once as :class:`ConfigError`, naming the se
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -30,7 +31,7 @@ class DataConfig:
     data_dir: str | None = None
     """Folder of the benchmark bundle; else ``$STEPDISTILL_DATA``. Unused by custom tasks."""
     train_size: int | float | None = None
-    """Subsample the training part of the pool: a count (int) or a fraction (float <= 1); None = all."""
+    """Subsample the training part of the pool: a count (an integer >= 1) or a fraction in (0, 1]; None = all."""
     valid_size: int | None = None
     """Cap the validation split (fixed seed) to keep evaluation cheap; None = all."""
     test_size: int | None = None
@@ -64,7 +65,7 @@ class StudentConfig:
     lora_r: int = 0
     """LoRA rank; 0 trains every weight."""
     lora_alpha: int = 32
-    """LoRA scaling numerator."""
+    """LoRA scaling numerator (> 0)."""
     freeze_embeddings: bool = False
     """Keep the input embeddings fixed (faster, fewer optimiser states)."""
     prompt_layout: str = "prefix"
@@ -102,8 +103,8 @@ class TrainConfig:
     """Share of steps spent in linear warm-up."""
     scheduler: str = "linear"
     """linear (decay to 0) or constant."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm; 0 disables."""
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping norm (> 0); null or 0 disables clipping."""
     eval_every: int | None = None
     """Validate every N optimiser steps; None = at the end of each epoch."""
     patience: int | None = None
@@ -118,7 +119,7 @@ class TrainConfig:
     seed: int = 42
     """Seed for data order, subsampling, initialisation of new weights and dropout."""
     num_threads: int | None = None
-    """torch intra-op threads; None = torch's default."""
+    """torch intra-op threads (>= 1); None or 0 = torch's default."""
     group_by_length: bool = True
     """Batch examples of similar length together (less padding)."""
     split_views: bool = True
@@ -157,7 +158,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def run_dir(self) -> Path:
-        task = Path(self.data.task).stem if self.data.task.endswith((".yaml", ".yml")) else self.data.task
+        task = _task_name(self.data.task)
         student = Path(self.student.name).name.replace(".gguf", "")
         return Path(self.output_dir.format(task=task, method=self.method.name, labels=self.method.labels,
                                            seed=self.train.seed, student=student))
@@ -167,6 +168,21 @@ class RunConfig:
 
     def with_overrides(self, overrides: list[str]) -> "RunConfig":
         return from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+def _task_name(task: str) -> str:
+    """A built-in task's name, or a custom task's ``name`` from its YAML (its file stem when unreadable, which
+    loading the task then reports), made safe for a folder name."""
+    import re
+
+    if not task.endswith((".yaml", ".yml")):
+        return task
+    try:
+        spec = yaml.safe_load(Path(task).read_text(encoding="utf-8"))
+        name = str(spec["name"]) if isinstance(spec, dict) and spec.get("name") else Path(task).stem
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        name = Path(task).stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "task"
 
 
 def _hint(cls, name):
@@ -226,12 +242,21 @@ def from_dict(raw: dict | None) -> RunConfig:
 
 
 def validate(cfg: RunConfig) -> None:
-    problems = []
+    problems: list[str] = []
     d, s, m, t, e = cfg.data, cfg.student, cfg.method, cfg.train, cfg.eval
+    flagged: set[str] = set()  # one problem per setting
 
     def check(ok: bool, msg: str):
-        if not ok:
+        setting = msg.split(":", 1)[0]
+        if not ok and setting not in flagged:
+            flagged.add(setting)
             problems.append(msg)
+
+    for section in (f.name for f in fields(RunConfig) if f.name != "output_dir"):
+        for f in fields(getattr(cfg, section)):
+            value = getattr(getattr(cfg, section), f.name)
+            check(not isinstance(value, float) or math.isfinite(value),
+                  f"{section}.{f.name}: must be a finite number, got {value}")
 
     check(m.name in METHODS, f"method.name: unknown method '{m.name}'; known: {', '.join(METHODS)}")
     check(m.labels in LABEL_SOURCES, f"method.labels: must be one of {', '.join(LABEL_SOURCES)}, got '{m.labels}'")
@@ -241,6 +266,7 @@ def validate(cfg: RunConfig) -> None:
     for name in ("max_input_tokens", "max_label_tokens", "max_rationale_tokens"):
         check(getattr(s, name) > 0, f"student.{name}: must be positive")
     check(s.lora_r >= 0, "student.lora_r: must be >= 0")
+    check(s.lora_alpha > 0, f"student.lora_alpha: must be positive, got {s.lora_alpha}")
     check(s.prompt_layout in ("prefix", "suffix"), f"student.prompt_layout: prefix or suffix, got '{s.prompt_layout}'")
     check(s.prompt_layout == "prefix" or s.family == "causal",
           "student.prompt_layout: suffix needs a causal student (seq2seq students use prefix)")
@@ -250,7 +276,9 @@ def validate(cfg: RunConfig) -> None:
           f"data.teacher_failures: one of {', '.join(TEACHER_FAILURE_POLICIES)}, got '{d.teacher_failures}'")
     check(d.wrong_rationales in WRONG_RATIONALE_POLICIES,
           f"data.wrong_rationales: one of {', '.join(WRONG_RATIONALE_POLICIES)}, got '{d.wrong_rationales}'")
-    check(d.train_size is None or d.train_size > 0, "data.train_size: must be positive (a count or a fraction)")
+    size = d.train_size
+    check(size is None or (size >= 1 if isinstance(size, int) else 0 < size <= 1 or float(size).is_integer()),
+          f"data.train_size: a count (an integer >= 1) or a fraction in (0, 1], got {size}")
     check(d.valid_size is None or d.valid_size > 0, "data.valid_size: must be positive")
     check(d.test_size is None or d.test_size > 0, "data.test_size: must be positive")
     check(0.0 < d.valid_fraction < 1.0, "data.valid_fraction: must be within (0, 1)")
@@ -260,6 +288,11 @@ def validate(cfg: RunConfig) -> None:
     check(t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
           "train.grad_accum: must be positive and divide train.batch_size")
     check(t.lr > 0, "train.lr: must be positive")
+    check(t.weight_decay >= 0, f"train.weight_decay: must be >= 0, got {t.weight_decay}")
+    check(t.max_grad_norm is None or t.max_grad_norm >= 0,
+          f"train.max_grad_norm: must be positive (null or 0 disables clipping), got {t.max_grad_norm}")
+    check(t.num_threads is None or t.num_threads >= 0,
+          f"train.num_threads: must be >= 1 (null or 0: torch's default), got {t.num_threads}")
     check(0.0 <= t.warmup_ratio < 1.0, "train.warmup_ratio: must be within [0, 1)")
     check(t.scheduler in ("linear", "constant"), f"train.scheduler: linear or constant, got '{t.scheduler}'")
     check(t.select_by in ("accuracy", "loss"), f"train.select_by: accuracy or loss, got '{t.select_by}'")

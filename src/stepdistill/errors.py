@@ -15,3 +15,16 @@ class ConfigError(StepdistillError):
 
 class DataError(StepdistillError):
     """Missing or malformed data; messages name the file (and line) at fault."""
+
+
+def make_dir(path, what: str):
+    """Create the folder ``path`` (and its parents) for output; a folder that cannot be created (a file in the
+    way, no permission, a read-only disk) is a one-line error naming ``what`` (the flag) and the reason."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StepdistillError(f"{what} {path}: cannot create the folder ({exc.strerror or exc})") from None
+    return path

@@ -47,6 +47,9 @@ def _eval(node: ast.AST, depth: int) -> float:
     if isinstance(node, ast.Expression):
         return _eval(node.body, depth + 1)
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        # an int of 310+ digits overflows float(); 1e999 parses as inf: the cap holds for literals too
+        if not abs(node.value) <= MAX_MAGNITUDE:
+            raise UnsafeExpression("number too large")
         return float(node.value)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand, depth + 1))

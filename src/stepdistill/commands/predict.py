@@ -4,8 +4,9 @@
     echo '{"id": 1, "body": "Tom has 3 apples and buys 4 more.", "question": "How many apples?"}' \
         | stepdistill predict runs/tiny-causal-svamp-dsbs-s0 -
 
-Each input line is an object of task fields, or {"text": "..."} with an already formatted input; an
-optional "id" is copied through. Output: one JSON object per input line (id, label, raw, rationale).
+Each input line is an object of the task's fields (put through the task's template; for a task whose template
+has {text}, {"text": "..."} is that field), or a JSON string holding an already formatted input, used as is (the
+same rule as serve and Student.predict); an object's optional "id" is copied through. Output: one JSON object per input line (id, label, raw, rationale).
 """
 
 
@@ -29,7 +30,7 @@ def main(args) -> int:
     import sys
     from pathlib import Path
 
-    from stepdistill.errors import StepdistillError
+    from stepdistill.errors import StepdistillError, make_dir
     from stepdistill.serve.jsonl import predict_jsonl
     from stepdistill.student import Student
 
@@ -37,6 +38,8 @@ def main(args) -> int:
         raise StepdistillError("--batch-size must be at least 1")
     if args.input != "-" and not Path(args.input).is_file():
         raise StepdistillError(f"{args.input}: no such file")
+    if args.output != "-":
+        make_dir(Path(args.output).parent, "-o")  # before the model loads
     if args.threads:
         import torch
 
@@ -53,7 +56,8 @@ def main(args) -> int:
                              on_error=args.on_error, scoring=args.label_scoring,
                              warn=lambda msg: print(f"skipped {msg}", file=sys.stderr))
 
-    fin = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    fin = stdin if args.input == "-" else open(args.input, "rb")  # decoded line by line: a bad byte is file:line
     try:
         if args.output == "-":
             summary = predict_to(sys.stdout)
@@ -66,7 +70,7 @@ def main(args) -> int:
             finally:
                 tmp.unlink(missing_ok=True)
     finally:
-        if fin is not sys.stdin:
+        if fin is not stdin:
             fin.close()
     print(f"predicted {summary.predicted} input(s), skipped {summary.skipped} malformed line(s) in "
           f"{summary.seconds} s" + ("" if args.output == "-" else f" -> {args.output}"), file=sys.stderr)

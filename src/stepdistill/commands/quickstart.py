@@ -1,7 +1,7 @@
 """Offline demo of the whole pipeline: a local teacher writes rationales, two students train
 (standard fine-tuning and distilling step-by-step), and a table compares them.
 
-    stepdistill quickstart            # ~10 min on 2 CPU cores; results in runs/quickstart
+    stepdistill quickstart            # about 8 minutes on 2 idle CPU cores (README); results in runs/quickstart
 """
 
 

@@ -23,7 +23,7 @@ def score(task: Task, examples: Sequence[Example], predictions: Sequence[str | N
     n = len(examples)
     correct = sum(task.is_correct(p, ex) for p, ex in zip(predictions, examples))
     failures = sum(p is None for p in predictions)
-    with_teacher = [ex for ex in examples if "teacher_label" in ex.row or ex.teacher_label is not None]
+    with_teacher = [ex for ex in examples if has_teacher(task, ex)]
     teacher_correct = sum(task.is_correct(ex.teacher_label, ex) for ex in with_teacher)
     return {
         "accuracy": correct / n if n else 0.0,
@@ -37,6 +37,12 @@ def score(task: Task, examples: Sequence[Example], predictions: Sequence[str | N
             "unparsable": sum(ex.teacher_label is None for ex in with_teacher),
         },
     }
+
+
+def has_teacher(task: Task, example: Example) -> bool:
+    """The row has a teacher answer to score (parsable or not); rows without one are left out of the teacher's
+    accuracy and get ``teacher_correct: null``."""
+    return task.teacher_label_field in example.row or example.teacher_label is not None
 
 
 def run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None,
@@ -80,7 +86,7 @@ def run(run_dir: str | Path, split: str = "test", *, data_dir: str | None = None
     write_jsonl(run_dir / name, (
         {"id": ex.id, "split": split, "gold": ex.label, "raw": p["raw"], "prediction": label,
          "correct": task.is_correct(label, ex), "teacher_label": ex.teacher_label,
-         "teacher_correct": task.is_correct(ex.teacher_label, ex)}
+         "teacher_correct": task.is_correct(ex.teacher_label, ex) if has_teacher(task, ex) else None}
         for ex, p, label in zip(rows, preds, labels)))
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}

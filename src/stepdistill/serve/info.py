@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PALM_TEACHER = "PaLM-540B released outputs (google-research/distilling-step-by-step)"
+from stepdistill.tasks.builtin import PALM_TEACHER
 
 
 @dataclass(frozen=True)
@@ -36,19 +36,21 @@ class RunInfo:
         return out
 
     def teacher(self) -> str:
-        """Where the rationales and labels the student learned from came from, in words."""
+        """Where the rationales and labels the student learned from came from, in words: what training recorded
+        from the rows it used (their ``teacher`` field, else the task's; "unknown" rather than a guess)."""
         method, labels = self.meta.get("method"), self.meta.get("labels")
         if method == "standard" and labels == "gold":
             return "none: fine-tuned on gold labels only"
         rationales = ((self.config or {}).get("data") or {}).get("rationales")
+        teacher = self.meta.get("teacher") or ((self.metrics or {}).get("train") or {}).get("data", {}).get("teacher")
+        if teacher is None:  # trained before provenance was recorded: only the bundled PaLM outputs are certain
+            builtin = not self.meta.get("task_spec") and not rationales
+            teacher = PALM_TEACHER if builtin else "unknown"
         if not rationales:
-            return PALM_TEACHER
+            return teacher
         report = Path(rationales).with_name("report.json")
-        if report.is_file():
-            r = json.loads(report.read_text())
-            return (f"{r.get('teacher', 'unknown teacher')} (prompt {r.get('prompt_hash', '?')}; "
-                    f"rationales {rationales})")
-        return f"rationales from {rationales}"
+        prompt = json.loads(report.read_text()).get("prompt_hash") if report.is_file() else None
+        return f"{teacher} ({f'prompt {prompt}; ' if prompt else ''}rationales {rationales})"
 
     def data_size(self) -> dict:
         m = self.metrics or {}

@@ -1,10 +1,12 @@
 """Batch prediction over JSONL: one input object per line in, one prediction object per line out.
 
     stepdistill predict runs/tiny-causal-svamp-dsbs-s0 inputs.jsonl --explain -o predictions.jsonl
-    echo '{"text": "[some raw input]"}' | stepdistill predict runs/tiny-causal-svamp-dsbs-s0 -
+    echo '"Tom has 3 apples.\\nHow many?"' | stepdistill predict runs/tiny-causal-svamp-dsbs-s0 -   # formatted
 
-A line is an object of task fields (``{"body": ..., "question": ...}`` for svamp) or ``{"text": ...}``
-holding an already formatted input; an optional ``id`` is copied to the output. Every line is checked
+A line is read by the task's one input rule (``Task.read_input``, as in ``Student.predict`` and ``serve``): an
+object holds the task's fields by name (``{"body": ..., "question": ...}`` for svamp; ``{"text": ...}`` for a task
+whose template has ``{text}``) and goes through the template, a JSON string is the formatted input; an optional
+``id`` of an object is copied to the output. Every line is checked
 before the model runs: with ``on_error="stop"`` the first bad line raises ``DataError("FILE:LINE: ...")``
 and nothing is predicted; with ``"skip"`` bad lines are reported and get an ``{"line", "error"}`` record
 in their place, so output line i still answers input line i.
@@ -19,7 +21,6 @@ from typing import Any, Callable, Iterable, TextIO
 
 from stepdistill.errors import DataError
 
-TEXT_FIELD = "text"
 ID_FIELD = "id"
 
 
@@ -43,35 +44,31 @@ class Summary:
 
 
 def check_input(obj: Any, task) -> tuple[str | dict | None, str | None]:
-    """``(input for Student.predict, None)`` or ``(None, problem)``. Never evaluates the text."""
-    if not isinstance(obj, dict):
-        return None, f"expected a JSON object, got {type(obj).__name__}"
-    if TEXT_FIELD in obj:
-        text = obj[TEXT_FIELD]
-        if not isinstance(text, str):
-            return None, f"field 'text' must be a string, got {type(text).__name__}"
-        if not text.strip():
-            return None, "field 'text' is empty"
-        return text, None
-    fields = {k: v for k, v in obj.items() if k != ID_FIELD}
+    """``(input for Student.predict, None)`` or ``(None, problem)``, by ``Task.read_input``. Never evaluates
+    the text."""
+    from stepdistill.tasks import InputError
+
+    item = {k: v for k, v in obj.items() if k != ID_FIELD} if isinstance(obj, dict) else obj
     try:
-        task.format_input(fields)
-    except KeyError as exc:
-        return None, (f"missing field {exc.args[0]!r} for task '{task.name}' (give the task's fields, "
-                      f"or {{\"text\": ...}} with a formatted input)")
-    return fields, None
+        task.read_input(item)
+    except InputError as exc:
+        return None, str(exc)
+    return item, None
 
 
-def parse_lines(lines: Iterable[str], task) -> list[Parsed]:
-    """Parse and check every non-blank line (numbered from 1)."""
+def parse_lines(lines: Iterable[str | bytes], task) -> list[Parsed]:
+    """Parse and check every non-blank line (numbered from 1; bytes are decoded as UTF-8 line by line, so a bad
+    byte is one bad line)."""
+    from stepdistill.tasks.core import parse_json_line
+
     out = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            out.append(Parsed(lineno, error=f"invalid JSON ({exc.msg}, column {exc.colno})"))
+            obj = parse_json_line(line)
+        except ValueError as exc:
+            out.append(Parsed(lineno, error=str(exc)))
             continue
         item, problem = check_input(obj, task)
         out.append(Parsed(lineno, id=obj.get(ID_FIELD) if isinstance(obj, dict) else None, input=item,
@@ -79,7 +76,7 @@ def parse_lines(lines: Iterable[str], task) -> list[Parsed]:
     return out
 
 
-def predict_jsonl(student, lines: Iterable[str], out: TextIO, *, source: str = "<stdin>", explain: bool = False,
+def predict_jsonl(student, lines: Iterable[str | bytes], out: TextIO, *, source: str = "<stdin>", explain: bool = False,
                   batch_size: int = 16, on_error: str = "stop", scoring: str | None = None,
                   warn: Callable[[str], None] = lambda msg: None) -> Summary:
     """Predict every line of ``lines`` and write one JSON object per input line to ``out``, in order.

@@ -24,11 +24,14 @@ class TrainingData:
 def attach_rationales(task: Task, examples: list[Example], path: str | Path) -> tuple[list[Example], int]:
     """Replace teacher fields with those of an extracted JSONL (``id``, ``teacher_rationale``,
     ``teacher_label``, ``teacher_parse_ok``), joined by id. Returns (examples, how many had no record)."""
-    records = {}
+    records, first = {}, {}
     for lineno, row in read_jsonl(path):
         if "id" not in row:
             raise DataError(f"{path}:{lineno}: rationale record without 'id'")
-        records[str(row["id"])] = row
+        key = str(row["id"])
+        if first.setdefault(key, lineno) != lineno:
+            raise DataError(f"{path}:{lineno}: duplicate id {key!r} (first on line {first[key]}); one record per id")
+        records[key] = row
     out, missing = [], 0
     for ex in examples:
         rec = records.get(ex.id)
@@ -41,7 +44,9 @@ def attach_rationales(task: Task, examples: list[Example], path: str | Path) -> 
         label = task.answer.normalize(raw_label, ex.row) if ok and isinstance(raw_label, str) else None
         rationale = rec.get("teacher_rationale")
         rationale = rationale.strip() if isinstance(rationale, str) and rationale.strip() and ok else None
-        out.append(replace(ex, teacher_label=label, teacher_rationale=rationale))
+        # provenance: the record's own teacher, never the task files' (their teacher wrote other outputs)
+        out.append(replace(ex, teacher_label=label, teacher_rationale=rationale,
+                           row={**ex.row, TEACHER_FIELD: rec.get(TEACHER_FIELD) or UNKNOWN_TEACHER}))
     return out, missing
 
 
@@ -64,6 +69,25 @@ def rationale_gaps(cfg: RunConfig, report: dict) -> str | None:
         cfg.data.teacher_failures, "")
     return (f"warning: {failed} of {rows} training rows have no rationale: {'; '.join(why)}"
             + (f"; data.teacher_failures={cfg.data.teacher_failures}: {effect}" if effect else ""))
+
+
+TEACHER_FIELD = "teacher"
+UNKNOWN_TEACHER = "unknown"
+NO_TEACHER = "none: fine-tuned on gold labels only"
+
+
+def teacher_provenance(task: Task, examples: list[Example], uses_teacher: bool = True) -> str:
+    """Who wrote the teacher outputs ``examples`` carry, from the data itself: each row's ``teacher`` field
+    (``stepdistill extract`` writes it), else the task's ``teacher`` (built-ins: the released PaLM outputs; a custom
+    task's YAML ``teacher:``), else "unknown". Several teachers are listed, most rows first."""
+    if not uses_teacher:
+        return NO_TEACHER
+    counts: dict[str, int] = {}
+    for ex in examples:
+        if ex.teacher_label is not None or ex.teacher_rationale is not None:
+            name = str(ex.row.get(TEACHER_FIELD) or task.teacher or UNKNOWN_TEACHER)
+            counts[name] = counts.get(name, 0) + 1
+    return ", ".join(sorted(counts, key=lambda k: -counts[k])) or UNKNOWN_TEACHER
 
 
 def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tokenizer) -> TrainingData:
@@ -122,6 +146,7 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
         raise DataError(f"no training rows left for method '{method}' with labels '{labels}' "
                         f"after the teacher-failure policy '{policy}'")
     report["rows_used"] = len(kept)
+    report["teacher"] = teacher_provenance(task, kept, needs_teacher)
     report["views"] = len(features)
     shared = None
     if method == "dsbs" and layout == "suffix":

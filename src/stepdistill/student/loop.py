@@ -144,6 +144,7 @@ def train_step(t: Training, examples: list[int], window: list) -> dict:
             acc.backward(out["loss"] / len(chunks))
         for k in totals:
             totals[k] += float(out[k].detach()) / len(chunks)
+    _stop_if_not_finite(t, totals["loss"])  # before the step: the weights stay as they were
     if cfg.train.max_grad_norm:
         acc.clip_grad_norm_(t.params, cfg.train.max_grad_norm)
     t.optimizer.step()
@@ -162,6 +163,26 @@ def train_step(t: Training, examples: list[int], window: list) -> dict:
                 "lr": t.scheduler.get_last_lr()[0], "examples_per_s": round(rate, 3)})
         window[:] = [0, time.time()]
     return totals
+
+
+def _stop_if_not_finite(t: Training, loss: float) -> None:
+    """A loss that is inf or NaN poisons the weights for good (training went on and exited 0 with NaN weights):
+    stop with one line. Every process learns it (a process that raised alone would leave the others waiting)."""
+    import math
+
+    import torch
+
+    from stepdistill.errors import StepdistillError
+
+    bad = not math.isfinite(loss)
+    if t.world > 1:
+        bad = bool(t.accelerator.reduce(torch.tensor([float(bad)], device=t.accelerator.device), "sum").item())
+    if bad:
+        if t.bar is not None:
+            t.bar.close()
+        raise StepdistillError(f"the training loss is {loss} at step {t.state.step + 1}: training diverged, so "
+                               f"it stopped (train.lr={t.cfg.train.lr} is likely too high for this student: lower it, "
+                               f"or clip gradients with train.max_grad_norm); {t.run_dir} holds the run so far")
 
 
 def batch_loss(t: Training, chunk: list[int]) -> dict:

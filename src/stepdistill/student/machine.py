@@ -90,6 +90,8 @@ def machine_info(device: torch.device) -> dict:
         cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
     info = {"cpu": cpu, "isa": cpu_isa(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "transformers": transformers.__version__, "device": device.type}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        info["backend"] = torch.distributed.get_backend()  # gloo (CPU) or nccl (CUDA), under torchrun
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=torch.cuda.get_device_name(device), gpu_memory_gib=round(props.total_memory / 2**30, 1),

@@ -85,6 +85,40 @@ def tiny_random_t5(seed: int = 0, d_model: int = 64, layers: int = 2):
     return T5ForConditionalGeneration(config), tok
 
 
+# SmolLM2-135M's architecture (its config.json): hidden 576, 30 layers, 9 query / 3 key-value heads, vocab 49152
+SMOLLM2_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                     num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
+                     rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1,
+                     eos_token_id=2, pad_token_id=2)
+
+
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer alone (3.5 MB, no weights): ``$STEPDISTILL_CACHE/tokenizers/smollm2-135m`` (where
+    benchmarks/device_check.py --prepare puts it for a machine without the weights package), else the one of
+    the converted SmolLM2 directory; None when neither is there."""
+    from transformers import AutoTokenizer
+
+    for path in (cache_dir() / "tokenizers" / "smollm2-135m", cache_dir() / "models" / "smollm2-135m-instruct"):
+        if (path / "tokenizer.json").is_file():
+            tok = AutoTokenizer.from_pretrained(str(path))
+            if tok.pad_token_id is None:
+                tok.pad_token = tok.eos_token
+            return tok
+    return None
+
+
+def random_smollm2_shape(seed: int = 0):
+    """A randomly initialised model of SmolLM2-135M's shape (no weights to download or carry): for speed and
+    memory checks on machines without the weights. SmolLM2's tokenizer where it is found (smollm2_tokenizer),
+    else the byte tokenizer, which makes rows about 4x longer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = smollm2_tokenizer() or byte_tokenizer()
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE)), tok
+
+
 # ---- SmolLM2 from the pip package -----------------------------------------------------------------
 
 def smollm2_gguf_path() -> Path:
@@ -128,6 +162,9 @@ ALIASES.register("smollm2-135m", Alias("smollm2-135m", "causal",
                  smollm2_dir))
 ALIASES.register("tiny-random-llama", Alias("tiny-random-llama", "causal",
                  "2-layer random Llama + byte tokenizer, built in-process (tests)", tiny_random_llama))
+ALIASES.register("random-smollm2-shape", Alias("random-smollm2-shape", "causal",
+                 "SmolLM2-135M's architecture, randomly initialised in-process (speed checks without the weights)",
+                 random_smollm2_shape))
 ALIASES.register("tiny-random-t5", Alias("tiny-random-t5", "seq2seq",
                  "2+2-layer random T5 + byte tokenizer, built in-process (tests)", tiny_random_t5))
 

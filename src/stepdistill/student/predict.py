@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,7 +17,6 @@ from stepdistill.errors import StepdistillError
 from stepdistill.student.views import layout_of_format, prompt_ids, split_single_task, target_ids
 
 META_FILE = "stepdistill.json"
-_CHOICE_LINE = re.compile(r"^\(([a-z])\)\s*(.+)$", re.MULTILINE)
 
 
 def find_model_dir(path: str | Path) -> Path:
@@ -105,23 +103,19 @@ class Student:
         """Prompt ids of ``view`` ("label" or "rationale") in the layout the student was trained with."""
         return [prompt_ids(self.tokenizer, self.family, view, t, max_input_tokens, self.layout) for t in texts]
 
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+        """Greedy continuations of token-id prompts, decoded up to eos. Engines (``serve/engines.py``) that
+        run the model elsewhere override this; everything else (prompts, label parsing) stays here."""
+        return generate(self.model, self.tokenizer, self.family, prompts, max_new_tokens, batch_size)
+
     @property
     def can_explain(self) -> bool:
         return self.method in ("dsbs", "single_task")
 
     def _text_and_row(self, item: str | Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
-        if isinstance(item, str):
-            row: dict = {}
-            if self.task.answer.kind == "multiple_choice":  # raw text: read the lettered choices back
-                row[getattr(self.task.answer, "choices_field", "choices")] = [m.group(2).strip() for m in
-                                                                              _CHOICE_LINE.finditer(item)]
-            return item, row
-        if isinstance(item, Mapping):
-            try:
-                return self.task.format_input(item), item
-            except KeyError as exc:
-                raise StepdistillError(f"input is missing field {exc.args[0]!r} for task '{self.task.name}'") from None
-        raise StepdistillError(f"an input must be a string or an object of task fields, got {type(item).__name__}")
+        """The task's one input rule (``Task.read_input``): an object of fields goes through the template, a
+        string is the formatted input."""
+        return self.task.read_input(item)
 
     def candidates(self, row: Mapping[str, Any]) -> list[str]:
         """The closed label set of a classification task, or the row's choices of a multiple-choice task."""
@@ -198,7 +192,7 @@ class Student:
                 texts = [self._text_and_row(x)[0] for x in inputs]
                 max_in = int(self.meta.get("max_input_tokens", 256))
                 prompts = self._prompts("rationale", texts, max_in)
-                for res, text in zip(results, generate(self.model, self.tokenizer, self.family, prompts,
+                for res, text in zip(results, self.generate(prompts,
                                                        int(self.meta.get("max_rationale_tokens", 128)), batch_size)):
                     res["rationale"] = text
             return results
@@ -209,19 +203,19 @@ class Student:
         results = [{} for _ in pairs]
         if self.method == "single_task":
             prompts = self._prompts("rationale", [t for t, _ in pairs], max_in)
-            texts = generate(self.model, self.tokenizer, self.family, prompts, rationale_budget + label_budget,
+            texts = self.generate(prompts, rationale_budget + label_budget,
                              batch_size)
             for res, text in zip(results, texts):
                 rationale, answer = split_single_task(text)
                 res.update(raw=answer if answer is not None else text, rationale=rationale, _answer=answer)
         else:
             prompts = self._prompts("label", [t for t, _ in pairs], max_in)
-            texts = generate(self.model, self.tokenizer, self.family, prompts, label_budget, batch_size)
+            texts = self.generate(prompts, label_budget, batch_size)
             for res, text in zip(results, texts):
                 res.update(raw=text.split("\n")[0].strip(), _answer=text.split("\n")[0].strip())
             if explain:
                 prompts = self._prompts("rationale", [t for t, _ in pairs], max_in)
-                for res, text in zip(results, generate(self.model, self.tokenizer, self.family, prompts,
+                for res, text in zip(results, self.generate(prompts,
                                                        rationale_budget, batch_size)):
                     res["rationale"] = text
         for res, (_, row) in zip(results, pairs):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from stepdistill.config import RunConfig, save_config, settings_differ
-from stepdistill.errors import StepdistillError
+from stepdistill.errors import StepdistillError, make_dir
 from stepdistill.student.predict import META_FILE
 
 CHECKPOINT = "checkpoint"
@@ -53,13 +53,21 @@ def delete_checkpoint(run_dir: Path) -> None:
 
 
 def create_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
-    """Main process only: start a fresh run directory (replacing an old one) with the resolved config."""
+    """Main process only, once the run is ready to train: a fresh run directory with the resolved config,
+    swapped in for an old one (--overwrite) only now, so a run that fails to start leaves the old run (or no
+    folder) behind. The new folder is built beside it and renamed into place."""
     if resume:
         return
+    make_dir(run_dir.parent, "run directory")
+    new, old = (run_dir.with_name(f".{run_dir.name}.{suffix}") for suffix in ("new", "old"))
+    for stale in (new, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    new.mkdir()
+    save_config(cfg, new / "config.yaml")
     if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    save_config(cfg, run_dir / "config.yaml")
+        os.replace(run_dir, old)
+    os.replace(new, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_student(model, tokenizer, out: Path, meta: dict) -> None:

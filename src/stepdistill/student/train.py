@@ -56,15 +56,12 @@ def setup(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> T
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     task = get_task(cfg.data.task)
     splits = load_splits(task, cfg.data.data_dir, train_size=cfg.data.train_size, valid_size=cfg.data.valid_size,
-                         seed=cfg.train.seed, valid_fraction=cfg.data.valid_fraction, with_test=False)
+                         seed=cfg.train.seed, valid_fraction=cfg.data.valid_fraction, with_test=False,
+                         announce=("train", "valid") if accelerator.is_main_process else ())
     train_examples, missing = splits.train, None
     if cfg.data.rationales:
         train_examples, missing = attach_rationales(task, train_examples, cfg.data.rationales)
-    check_run_dir(cfg, run_dir, overwrite, resume)
-    accelerator.wait_for_everyone()  # every process has checked before the main one writes
-    if accelerator.is_main_process:
-        create_run_dir(cfg, run_dir, resume)
-    accelerator.wait_for_everyone()
+    check_run_dir(cfg, run_dir, overwrite, resume)  # read-only: the run directory is written once all is ready
 
     set_seed(cfg.train.seed)
     model, tokenizer = build_student(cfg)
@@ -97,12 +94,16 @@ def setup(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> T
                  valid_features=valid_features, model=accelerator.unwrap_model(wrapped).model, tokenizer=tokenizer,
                  wrapped=wrapped, forward=forward, optimizer=optimizer, scheduler=scheduler, params=params,
                  total_steps=total_steps, per_epoch=per_epoch, precision="fp32", lengths=example_lengths(data),
-                 meta=student_meta(cfg, task))
+                 meta={**student_meta(cfg, task), "teacher": data.report["teacher"]})
     if resume:
         raw = load_checkpoint(run_dir, t.model, optimizer, scheduler)
         t.state = TrainState(**raw["state"])
         random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in raw["python_rng"]))
     _settle_machine(t)
+    accelerator.wait_for_everyone()  # every process is ready to train before the main one (re)places the run
+    if accelerator.is_main_process:
+        create_run_dir(cfg, run_dir, resume)
+    accelerator.wait_for_everyone()
     return t
 
 

@@ -13,6 +13,7 @@ from stepdistill.tasks.builtin import BUILTIN_TASKS
 from stepdistill.tasks.core import (
     DATA_ENV,
     Example,
+    InputError,
     Splits,
     Task,
     load_split,
@@ -36,7 +37,8 @@ def get_task(name_or_path: str) -> Task:
 
 
 __all__ = [
-    "ANSWER_TYPES", "Classification", "DATA_ENV", "Equation", "Example", "MultipleChoice", "Numeric", "Splits", "TASKS",
+    "ANSWER_TYPES", "Classification", "DATA_ENV", "Equation", "Example", "InputError", "MultipleChoice", "Numeric",
+    "Splits", "TASKS",
     "Task", "get_task", "load_split", "load_splits", "load_task_spec", "read_jsonl", "resolve_data_dir",
     "write_jsonl",
 ]

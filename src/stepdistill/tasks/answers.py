@@ -96,6 +96,7 @@ class MultipleChoice:
 
 
 _EQUATION_CHARS = re.compile(r"[0-9().+\-*/%^×÷−\s,]+")
+MAX_ANSWER_CHARS = 2000  # longer text is not an answer: scanning 1 MB of hostile text took seconds
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ class Equation:
         if not isinstance(text, str):
             return None
         candidate = text.strip().rstrip(".").strip()  # "72." is 72, stored as "72"
+        if len(candidate) > MAX_ANSWER_CHARS:
+            return None
         if candidate and try_eval(candidate) is not None:
             return candidate
         # the longest run of arithmetic characters that evaluates, e.g. "(10 * 45)." or "x = 84 / 2"

@@ -7,6 +7,7 @@ from stepdistill.tasks.core import Task
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 NLI_TEMPLATE = "Premise: {premise}\nHypothesis: {hypothesis}"
+PALM_TEACHER = "PaLM-540B released outputs (google-research/distilling-step-by-step)"
 NO_TRAIN = (
     "train inputs are not available in the data bundle (only PaLM outputs without inputs), so the "
     "valid split is the training pool (10% of it held out for validation); test is the real test split"
@@ -21,6 +22,7 @@ ESNLI = Task(
     required_fields=("premise", "hypothesis"),
     notes=NO_TRAIN,
     license="e-SNLI: MIT (SNLI: check its own terms)",
+    teacher=PALM_TEACHER,
 )
 
 ANLI1 = Task(
@@ -32,6 +34,7 @@ ANLI1 = Task(
     required_fields=("premise", "hypothesis"),
     notes=NO_TRAIN + "; ANLI is CC BY-NC 4.0 (non-commercial use only)",
     license="ANLI: CC BY-NC 4.0 (non-commercial)",
+    teacher=PALM_TEACHER,
 )
 
 CQA = Task(
@@ -43,6 +46,7 @@ CQA = Task(
     required_fields=("question", "choices"),
     notes="pool: train (10% held out for validation, seed 0); test = CQA v1.11 validation",
     license="CoS-E: BSD-3-Clause (CommonsenseQA: check its own terms)",
+    teacher=PALM_TEACHER,
 )
 
 SVAMP = Task(
@@ -54,6 +58,7 @@ SVAMP = Task(
     required_fields=("body", "question"),
     notes="pool: train 800 (10% held out for validation, seed 0); test 200",
     license="SVAMP: MIT",
+    teacher=PALM_TEACHER,
 )
 
 BUILTIN_TASKS = (ESNLI, ANLI1, CQA, SVAMP)

@@ -19,6 +19,8 @@ Example ``mytask/task.yaml``::
       valid: valid.jsonl            # optional: else 10% of train is held out (seed 0)
       test: test.jsonl              # optional
     exemplars: exemplars.jsonl      # optional: few-shot exemplars for the teacher stage
+    teacher: my-llm-70b             # optional: who wrote teacher_rationale/teacher_label in these files
+                                    # (a row's own `teacher` field wins; else the model card says "unknown")
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from stepdistill.tasks.answers import ANSWER_TYPES, Classification, MultipleChoi
 from stepdistill.tasks.core import Task
 
 KNOWN_KEYS = {"name", "description", "type", "labels", "input_template", "fields", "files", "exemplars",
-              "max_new_tokens", "license", "notes", "tolerance"}
+              "max_new_tokens", "license", "notes", "tolerance", "teacher"}
 
 
 def load_task_spec(path: str | Path) -> Task:
@@ -66,6 +68,9 @@ def load_task_spec(path: str | Path) -> Task:
     files = spec.get("files") or {}
     if not isinstance(files, dict) or "train" not in files:
         problems.append(f"{path}: 'files' must be a mapping with at least 'train'")
+    max_new = spec.get("max_new_tokens")
+    if "max_new_tokens" in spec and (type(max_new) is not int or max_new < 1):
+        problems.append(f"{path}: 'max_new_tokens' must be a positive integer, got {max_new!r}")
     fields = spec.get("fields") or {}
     if not isinstance(fields, dict):
         problems.append(f"{path}: 'fields' must be a mapping")
@@ -102,4 +107,5 @@ def load_task_spec(path: str | Path) -> Task:
         root=str(path.parent.resolve()),
         exemplars=str((path.parent / exemplars).resolve()) if exemplars else None,
         license=str(spec.get("license", "")),
+        teacher=str(spec.get("teacher") or ""),
     )

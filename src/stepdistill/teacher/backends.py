@@ -500,7 +500,10 @@ class PrecomputedTeacher:
             if task.id_field not in row or settings.output_field not in row:
                 raise StepdistillError(f"{self.path}:{lineno}: needs fields '{task.id_field}' and "
                                        f"'{settings.output_field}' (set --output-field)")
-            key = (str(row[task.id_field]), int(row.get("sample_index", 0)))
+            sample = row.get("sample_index", 0)
+            if type(sample) is not int or sample < 0:
+                raise StepdistillError(f"{self.path}:{lineno}: 'sample_index' must be an integer >= 0, got {sample!r}")
+            key = (str(row[task.id_field]), sample)
             self.outputs.setdefault(key, row[settings.output_field])
         self.retries = 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from stepdistill.config import DataConfig, TrainConfig
-from stepdistill.errors import ConfigError, StepdistillError
+from stepdistill.errors import ConfigError, StepdistillError, make_dir
 from stepdistill.tasks import Example, Task, get_task, load_splits, write_jsonl
 from stepdistill.teacher.backends import (
     TEACHERS, Completion, Job, TeacherError, TeacherSettings, create_teacher, job_seed,
@@ -240,7 +240,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
         prepare(say)  # openai: probe the server (down? which model? how many slots?) before naming the teacher
     teacher = cfg.teacher_id or backend.identity()
     out_dir = cfg.out_dir(task.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir, "--out")
     (out_dir / "prompt.txt").write_text(prompt_text, encoding="utf-8")
 
     with RationaleStore(cfg.store_path(task.name)) as store:
