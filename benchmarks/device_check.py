@@ -181,16 +181,29 @@ def throughput_checks(device: torch.device, size: str, data_dir: str | None, thr
         bench = throughput.Bench(args)
         out["model_params"] = bench.total_params
         out["tokenizer_vocab"] = len(bench.tok)
-        try:
-            out[f"batch_{batch_size}"] = throughput.time_same_examples(bench, names, measure_peak=size != "tiny")
-        except torch.OutOfMemoryError as exc:
-            out[f"batch_{batch_size}"] = {"status": f"out of memory: {str(exc).splitlines()[0]}"}
+        out[f"batch_{batch_size}"] = _time_batch(bench, names, size)
         write(out)
         del bench
         if device.type == "cuda":
             torch.cuda.empty_cache()
     out["prediction"] = prediction_speed(spec["student"], device, data_dir)
     return out
+
+
+def _time_batch(bench, names: list[str], size: str) -> dict:
+    """One batch size's timing; a failure is recorded, not raised. When torch.compile fails (no triton, no C++
+    compiler), the compile variant is dropped from ``names`` and the others are timed without it."""
+    try:
+        return throughput.time_same_examples(bench, names, measure_peak=size != "tiny")
+    except torch.OutOfMemoryError as exc:
+        return {"status": f"out of memory: {str(exc).splitlines()[0]}"}
+    except Exception as exc:
+        error = {"status": f"error: {type(exc).__name__}: {str(exc)[:500]}",
+                 "traceback": traceback.format_exc()[-3000:]}
+        if "ours_suffix+compile" not in names:
+            return error
+        names.remove("ours_suffix+compile")
+        return {**_time_batch(bench, names, size), "compile_error": error}
 
 
 def prediction_speed(student_name: str, device: torch.device, data_dir: str | None, rows: int = 64) -> dict:
@@ -288,9 +301,10 @@ def main(argv=None) -> int:
         t0 = time.time()
         try:
             section = {"status": "ok", **checks[name]()}
-        except Exception as exc:  # recorded, and the next section still runs
+        except Exception as exc:  # recorded beside what the section wrote before failing; the next one still runs
             failed += 1
-            section = {"status": f"error: {type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
+            section = {**result["sections"].get(name, {}), "status": f"error: {type(exc).__name__}: {exc}",
+                       "traceback": traceback.format_exc()[-4000:]}
         section["wall_s"] = round(time.time() - t0, 1)
         write(section, name)
         print(f"{name}: {section['status']} ({section['wall_s']} s)", flush=True)

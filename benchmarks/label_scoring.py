@@ -1,21 +1,24 @@
-"""Label scoring vs generation on the students trained by quality.py: same models, same test rows.
+"""Label scoring vs generation on the students of the paper's comparison: same models, same test rows.
 
     python benchmarks/label_scoring.py                       # cqa, esnli, anli1: main comparison, tuned settings
     python benchmarks/label_scoring.py --datasets cqa --seeds 0
+    python benchmarks/label_scoring.py --records studies/my_study/records.jsonl   # a study's students
     python benchmarks/label_scoring.py --report              # rebuild label_scoring.json/.md from scored runs
 
-For each chosen run of ``results/quality.jsonl`` (default: every classification or multiple-choice dataset's
-main comparison, each method at the (lr, epochs) quality.py tunes on validation, every seed), the test split is
+For each chosen run of a study's records (default ``results/quality.jsonl``, the rows of the paper's comparison,
+read by ``stepdistill.study.legacy``; or a ``records.jsonl`` of ``stepdistill study``): every classification or
+multiple-choice task's largest training set, each method at the (lr, epochs) the study tunes on validation
+(``stepdistill.study.stats.pick_setting``), every seed. The test split is
 predicted again with ``stepdistill evaluate --label-scoring score``: one forward scores each candidate label
 (a class name, or one of the row's choices) and picks the most likely, so every answer is a valid one. It is
 compared with the run's generated answers (``predictions.jsonl``) on the same rows: accuracy, parse failures,
-an exact McNemar test, and whether the gap between methods survives (a seed x row bootstrap, as in quality.py).
+an exact McNemar test, and whether the gap between methods survives (the study's seed x row bootstrap).
 
 Scoring is stored in each run directory beside the generated results (metrics.json key ``test:score``,
 ``test_score_predictions.jsonl``), so a rerun skips runs already scored. Run directories do not outlive the
 machine that trained them, so each result, with its per-row correctness, is also kept in label_scoring.json: a
 chosen run whose directory is gone is read back from there, and one that is neither on disk nor in that file (or
-was retrained by ``quality.py --restore`` after it was scored there) is left out of the report (and named).
+was retrained by ``stepdistill study --restore`` after it was scored there) is left out of the report (and named).
 """
 
 from __future__ import annotations
@@ -28,30 +31,56 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DATASETS, PAPER_METHODS, RESULTS, bootstrap_text, extra_of, git_commit, load_rows, pct  # noqa: E402
+from quality import RESULTS, git_commit  # noqa: E402
 
+from stepdistill.study.analysis import size_order  # noqa: E402
 from stepdistill.study.records import ids_digest  # noqa: E402
+from stepdistill.study.sentences import pct  # noqa: E402
 from stepdistill.study.stats import by_setting, mcnemar, pick_setting, seed_row_bootstrap  # noqa: E402
 
 SCORABLE = ["cqa", "esnli", "anli1"]  # svamp answers are equations: nothing to score
-METHODS = [m for m in PAPER_METHODS if m != "single_task"]  # single-task writes its rationale before the label
+METHODS = ["standard_ft", "standard_distill", "dsbs"]  # single-task writes its rationale before the label
 
 
-def chosen_runs(rows: list[dict], datasets, methods, seeds, train_size=None) -> list[dict]:
-    """The quality rows to score: per dataset ``train_size`` rows (None: the dataset's main comparison), per
-    method its tuned setting, each seed in ``seeds`` (None: all). Rows trained with other ``--set`` overrides
-    form their own groups."""
-    out = []
+def load_records(path: Path) -> list[dict]:
+    """A study's records (``records.jsonl``) or the rows of the paper's comparison (``quality.jsonl``)."""
+    from stepdistill.study.legacy import load_quality
+    from stepdistill.study.records import RecordLog
+
+    return RecordLog(path).load() if path.name == "records.jsonl" else load_quality(path)[0]
+
+
+def as_row(r: dict) -> dict:
+    """A study record under the names this report uses."""
+    return {"dataset": r["task"], "method": r["arm"], "n_train": r["train_size"], "options": list(r["common"]),
+            "seed": r["seed"], "lr": r["lr"], "epochs": r["epochs"], "test_accuracy": r["test_accuracy"],
+            "run_dir": r["run_dir"]}
+
+
+def chosen_runs(records: list[dict], datasets, methods, seeds, train_size=None) -> list[dict]:
+    """The runs to score: per task and shared overrides its ``train_size`` rows (None: its largest training set),
+    per method its tuned setting, each seed in ``seeds`` (None: all)."""
     groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        size = DATASETS[r["dataset"]]["train_size"] if train_size is None else train_size
-        if r["dataset"] in datasets and r["method"] in methods and r["n_train"] == size:
-            groups.setdefault((r["dataset"], extra_of(r), r["method"]), []).append(r)
-    for _, mrs in sorted(groups.items()):
-        settings = by_setting(mrs)
-        out += [r for r in sorted(settings[pick_setting(settings)], key=lambda r: r["seed"])
-                if seeds is None or r["seed"] in seeds]
+    for r in records:
+        if r["task"] in datasets and r["arm"] in methods and r.get("run_dir"):
+            groups.setdefault((r["task"], tuple(r["common"])), []).append(r)
+    out = []
+    for _, rs in sorted(groups.items()):
+        size = train_size if train_size is not None else max((r["train_size"] for r in rs), key=size_order)
+        for method in methods:
+            if settings := by_setting([r for r in rs if r["arm"] == method and r["train_size"] == size]):
+                out += [as_row(r) for r in sorted(settings[pick_setting(settings)], key=lambda r: r["seed"])
+                        if seeds is None or r["seed"] in seeds]
     return out
+
+
+def bootstrap_text(b: dict | None) -> str:
+    """A ``seed_row_bootstrap`` result as ``[lo, hi] (p ...)`` in points; – if none."""
+    if not b:
+        return "–"
+    lo, hi = b["ci95"]
+    return f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (p {b['p_value']:.3g}" + ("; 1 seed: rows only)" if b["seeds"] == 1
+                                                                        else ")")
 
 
 def score_run(row: dict, metrics: dict, batch_size: int | None) -> dict:
@@ -72,7 +101,7 @@ def score_run(row: dict, metrics: dict, batch_size: int | None) -> dict:
                "generate": {str(i): bool(r["correct"]) for i, r in generated.items()}}
     return {
         "dataset": row["dataset"], "method": row["method"], "seed": row["seed"], "lr": row["lr"],
-        "epochs": row["epochs"], "n_train": row["n_train"], "options": list(extra_of(row)), "run_dir": str(run_dir),
+        "epochs": row["epochs"], "n_train": row["n_train"], "options": list(row["options"]), "run_dir": str(run_dir),
         "n_test": sco["n"],
         "generate": {"accuracy": round(gen["accuracy"], 4), "parse_failures": gen["parse_failures"],
                      "examples_per_s": gen.get("examples_per_s")},
@@ -174,13 +203,14 @@ def write_report(results: list[dict], summary: list[dict], out_dir: Path, missin
         return f"{100 * b['diff']:+.1f} {bootstrap_text(b)}" if b else "–"
 
     lines = ["# Label scoring vs generation on the quality students", "",
-             "The same trained students (`benchmarks/quality.py`, each method at its tuned setting, the main "
-             "comparison of each dataset), the same test rows. *generate*: greedy decoding of the label, parsed "
-             "against the row's labels or choices (the paper's protocol; an answer naming no valid label counts "
-             "wrong). *score*: `stepdistill evaluate --label-scoring score`, one forward that scores every "
+             "The same trained students (the paper's comparison, `quality.md`: each method at its tuned setting "
+             "on each dataset's largest training set), the same test rows. *generate*: greedy decoding of the "
+             "label, parsed against the row's labels or choices (the paper's protocol; an answer naming no "
+             "valid label counts wrong). *score*: `stepdistill evaluate --label-scoring score`, one forward "
+             "that scores every "
              "candidate label and picks the most likely. Accuracy in %, mean over seeds; McNemar p per seed "
              "(score vs generate, same rows); gaps to standard fine-tuning with the seed × row bootstrap 95% "
-             "interval of `quality.py`.", "",
+             "interval of the study stage.", "",
              "| dataset | method | seeds | generate | unparsed (per seed) | score | same label (per seed) "
              "| score − generate, McNemar p | Δ vs FT, generate | Δ vs FT, score |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -215,8 +245,8 @@ def carried_over(previous: dict[str, dict], runs: list[dict], datasets, methods)
     longer tuned is not carried (it would mix settings in one row)."""
     chosen = {Path(r["run_dir"]).name for r in runs}
 
-    def setting(r):  # quality.key_of without the seed (kept results do not store the labels)
-        return r["dataset"], r["method"], r["n_train"], float(r["lr"]), float(r["epochs"]), extra_of(r)
+    def setting(r):  # a cell's coordinates without the seed
+        return r["dataset"], r["method"], r["n_train"], float(r["lr"]), float(r["epochs"]), tuple(sorted(r["options"]))
 
     settings = {setting(r) for r in runs}
     return [kept for name, kept in previous.items() if name not in chosen
@@ -232,7 +262,8 @@ def main(argv=None) -> None:
                     help="the training-set size of the runs to score (default: each dataset's main comparison)")
     ap.add_argument("--batch-size", type=int, help="prediction batch size (default: the run's eval.batch_size)")
     ap.add_argument("--threads", type=int, help="torch threads")
-    ap.add_argument("--quality", default=str(RESULTS / "quality.jsonl"), help="quality.py's rows")
+    ap.add_argument("--records", default=str(RESULTS / "quality.jsonl"),
+                    help="a study's records.jsonl, or the paper comparison's quality.jsonl (default)")
     ap.add_argument("--out-dir", default=str(RESULTS))
     ap.add_argument("--report", action="store_true", help="only read back runs already scored")
     args = ap.parse_args(argv)
@@ -240,10 +271,10 @@ def main(argv=None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    runs = chosen_runs(load_rows(Path(args.quality)), args.datasets, args.methods, args.seeds,
+    runs = chosen_runs(load_records(Path(args.records)), args.datasets, args.methods, args.seeds,
                        args.train_size)
     if not runs:
-        sys.exit(f"no finished quality runs match (read {args.quality})")
+        sys.exit(f"no finished runs match (read {args.records})")
     out_dir = Path(args.out_dir)
     previous, previous_summary = load_previous(out_dir / "label_scoring.json")
     results, missing = [], []
@@ -253,7 +284,7 @@ def main(argv=None) -> None:
         if not metrics_path.is_file():
             kept = previous.get(name)
             if kept and kept["generate"]["accuracy"] != round(row["test_accuracy"], 4):
-                # quality.py --restore retrained the run since: the kept scoring is of another model
+                # stepdistill study --restore retrained the run since: the kept scoring is of another model
                 print(f"[{i}/{len(runs)}] {name}: scored before, but the run was retrained since (generation "
                       f"{pct(kept['generate']['accuracy'])}, now {pct(row['test_accuracy'])}), left out", flush=True)
                 missing.append(name)

@@ -1,13 +1,18 @@
-"""Bounded loopback load test of `stepdistill serve`: requests/s and p50/p95 latency, label-only vs explain.
+"""Loopback load test of `stepdistill serve` per engine, and of llama.cpp's own server on the same GGUF:
+requests/s, p50/p95 latency, accuracy and agreement with the torch engine, label-only, one test row per
+request, at concurrency 1 and --concurrency.
 
-    python benchmarks/serve_load.py                      # writes benchmarks/results/serve_load.json
+    python benchmarks/serve_load.py --student runs/real-svamp-smollm2-200 --n 200   # the issue 25 measurement
+    python benchmarks/serve_load.py                                                  # tiny run built here
 
-With no --run it builds the tiny causal run (configs/tiny-causal.yaml, 1 epoch) in a temporary folder, and
-adds runs/real-svamp-smollm2-200 when that run has a model. For each run it starts `stepdistill serve` on a
-free 127.0.0.1 port, sends a fixed number of requests (one test-split input each) from a fixed number of
-concurrent clients, first at concurrency 1 (no batching possible), then at --concurrency, for label-only
-and explain requests, and stops. Numbers depend on the machine and its load: they are recorded, never
-asserted.
+The student is exported once per --quants entry (`stepdistill export --gguf`); then for each engine
+(--engines: torch, llamacpp, onnx, llamacpp-server) a server starts on a free 127.0.0.1 port and answers
+the first --n test rows, first one client at a time, then --concurrency clients. `llamacpp-server` is
+llama.cpp's OpenAI server (`--llama-server-bin` for the C++ `llama-server`, else llama-cpp-python's
+`python -m llama_cpp.server`) called on /v1/completions with the templated prompt, greedy, at most the
+label's token budget; its answer's first line is parsed like the student's. An engine that cannot run
+(e.g. a byte-tokenizer student has no GGUF) is recorded as skipped with the reason. Numbers depend on
+the machine and its load: they are recorded, never asserted.
 """
 
 from __future__ import annotations
@@ -17,19 +22,20 @@ import asyncio
 import json
 import os
 import platform
-import re
 import shlex
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_RUN = REPO / "runs" / "real-svamp-smollm2-200"
+ENGINES = ("torch", "llamacpp", "onnx", "llamacpp-server")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -39,121 +45,193 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def start_server(run_dir: Path, threads: int, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
-    # uvicorn logs the port it bound (we ask for port 0: any free one) on stderr at info level
-    cmd = [sys.executable, "-m", "stepdistill", "serve", str(run_dir), "--port", "0", "--log-level", "info",
-           "--threads", str(threads), "--max-wait-ms", str(max_wait_ms)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + 300
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], url: str, ready: str, timeout: float = 300) -> subprocess.Popen:
+    """Start ``cmd`` and wait until GET url+ready answers 200; its output is drained to a log in the background."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    threading.Thread(target=lambda: [tail.append(line) or tail.__delitem__(slice(0, -40)) for line in proc.stdout],
+                     daemon=True).start()
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line and proc.poll() is not None:
-            raise RuntimeError(f"server for {run_dir} exited with {proc.returncode}")
-        m = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
-        if m:
-            # keep draining stderr so the server never blocks on a full pipe
-            import threading
-
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc, m.group(1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{shlex.join(cmd[:4])} ... exited with {proc.returncode}: {''.join(tail)[-600:]}")
+        try:
+            if httpx.get(url + ready, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
     proc.terminate()
-    raise RuntimeError("server did not start within 300 s")
+    raise RuntimeError(f"{cmd[0]} did not answer {ready} within {timeout} s")
 
 
-async def load(url: str, texts: list[str], n: int, concurrency: int, explain: bool) -> dict:
-    """``n`` requests, at most ``concurrency`` in flight; each request is one input."""
+def server_command(engine: str, target: Path, port: int, args) -> tuple[list[str], str]:
+    """(command, readiness path) of the server for ``engine`` on ``target`` (a run, export dir or .gguf)."""
+    if engine == "llamacpp-server":
+        if args.llama_server_bin:
+            return [args.llama_server_bin, "-m", str(target), "--port", str(port), "-t", str(args.threads),
+                    "-c", "4096", "--parallel", str(args.concurrency)], "/health"
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(target), "--port", str(port),
+                "--n_threads", str(args.threads), "--n_ctx", "2048"], "/v1/models"
+    return [sys.executable, "-m", "stepdistill", "serve", str(target), "--engine", engine, "--port", str(port),
+            "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning"], "/health"
+
+
+async def load(ask, items: list, concurrency: int) -> tuple[list[float], list, dict]:
+    """Call ``ask(client, item)`` for every item with at most ``concurrency`` in flight."""
     latencies: list[float] = []
+    answers: list = [None] * len(items)
     statuses: dict[int, int] = {}
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
-        before = (await client.get(url + "/health")).json()["batching"]
-
         async def one(i: int) -> None:
             async with sem:
                 t0 = time.perf_counter()
-                r = await client.post(url + "/predict", json={"input": texts[i % len(texts)], "explain": explain})
+                status, answers[i] = await ask(client, items[i])
                 latencies.append(time.perf_counter() - t0)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                statuses[status] = statuses.get(status, 0) + 1
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(n)))
+        await asyncio.gather(*(one(i) for i in range(len(items))))
         wall = time.perf_counter() - t0
-        after = (await client.get(url + "/health")).json()["batching"]
-    batches = after["batches"] - before["batches"]
-    return {
-        "explain": explain, "requests": n, "concurrency": concurrency, "statuses": statuses,
-        "seconds": round(wall, 3), "requests_per_s": round(n / wall, 3),
-        "latency_p50_s": round(percentile(latencies, 0.5), 3), "latency_p95_s": round(percentile(latencies, 0.95), 3),
-        "latency_mean_s": round(statistics.fmean(latencies), 3),
-        "model_batches": batches, "inputs_per_batch": round((after["inputs"] - before["inputs"]) / batches, 2)
-        if batches else None,
-    }
+    return latencies, answers, {"statuses": statuses, "seconds": round(wall, 3),
+                                "requests_per_s": round(len(items) / wall, 3)}
 
 
-def test_inputs(run_dir: Path, k: int = 32) -> list[str]:
-    """Formatted inputs from the run's test split (fixed inputs when no data is around)."""
-    from stepdistill.serve import run_info
-    from stepdistill.tasks import get_task
+def asker(engine: str, url: str, spec: dict):
+    """An async (client, example) -> (status, raw answer text) for ``engine``'s HTTP API."""
+    if engine == "llamacpp-server":
+        async def ask(client, ex):
+            prompt = spec["label_prefix"] + ex.input + spec["answer_marker"]
+            r = await client.post(url + "/v1/completions", json={
+                "prompt": prompt, "max_tokens": spec["max_new_tokens"], "temperature": 0.0, "top_k": 1,
+                "top_p": 1.0, "repeat_penalty": 1.0})
+            text = r.json()["choices"][0]["text"] if r.status_code == 200 else None
+            return r.status_code, None if text is None else text.strip().split("\n")[0].strip()
+    else:
+        async def ask(client, ex):
+            r = await client.post(url + "/predict", json={"input": ex.input})
+            return r.status_code, r.json()["predictions"][0]["raw"] if r.status_code == 200 else None
+    return ask
 
-    meta = run_info(run_dir).meta
+
+def bench_engine(engine: str, target: Path, rows: list, task, spec: dict, args, reference: list | None) -> dict:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd, ready = server_command(engine, target, port, args)
+    proc = start(cmd, url, ready)
     try:
-        return [ex.input for ex in get_task(meta.get("task_spec") or meta["task"]).read("test")[:k]]
-    except Exception:  # noqa: BLE001 - a benchmark still runs without the data bundle
-        return [f"Tom has {i} apples and buys {i + 3} more.\nHow many apples does he have?" for i in range(k)]
-
-
-def bench_run(run_dir: Path, args) -> dict:
-    from stepdistill.serve import run_info
-
-    proc, url = start_server(run_dir, args.threads, args.max_wait_ms)
-    try:
-        texts = test_inputs(run_dir)
-        asyncio.run(load(url, texts, 2, 1, False))  # warm-up
-        results = []
-        for explain, n in ((False, args.requests), (True, args.explain_requests)):
-            for conc in sorted({1, args.concurrency}):
-                res = asyncio.run(load(url, texts, n if conc > 1 else max(2, n // 4), conc, explain))
-                print(json.dumps(res), file=sys.stderr)
-                results.append(res)
-        return {"run": str(run_dir), **run_info(run_dir).summary(), "results": results}
+        ask = asker(engine, url, spec)
+        asyncio.run(load(ask, rows[:2], 1))  # warm-up
+        levels = []
+        for conc in sorted({1, args.concurrency}):
+            latencies, answers, res = asyncio.run(load(ask, rows, conc))
+            labels = [None if a is None else task.parse(a, ex) for a, ex in zip(answers, rows)]
+            res.update(concurrency=conc, requests=len(rows),
+                       latency_p50_s=round(percentile(latencies, 0.5), 4),
+                       latency_p95_s=round(percentile(latencies, 0.95), 4),
+                       latency_mean_s=round(statistics.fmean(latencies), 4),
+                       accuracy=round(sum(task.is_correct(lab, ex) for lab, ex in zip(labels, rows)) / len(rows), 4))
+            if reference is not None:
+                res["same_label_as_torch"] = round(sum(a == b for a, b in zip(labels, reference)) / len(rows), 4)
+            res["_labels"] = labels
+            print(json.dumps({"engine": engine, "target": target.name,
+                              **{k: v for k, v in res.items() if k != "_labels"}}), file=sys.stderr)
+            levels.append(res)
+        return {"engine": engine, "target": str(target), "command": shlex.join(cmd), "levels": levels}
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def tiny_student(tmp: str) -> Path:
+    from stepdistill import pipeline
+    from stepdistill.config import load_config
+
+    cfg = load_config(REPO / "configs" / "tiny-causal.yaml", [f"output_dir={tmp}/tiny", "train.epochs=1"])
+    return pipeline.run(cfg, overwrite=True)
+
+
+def run(args, tmp: str) -> dict:
+    from stepdistill.serve import run_info
+    from stepdistill.serve.export import export, prompt_spec
+    from stepdistill.tasks import get_task
+
+    student = Path(args.student) if args.student else tiny_student(tmp)
+    info = run_info(student)
+    task = get_task(info.meta.get("task_spec") or info.meta["task"])
+    rows = task.read("test")[: args.n]
+    spec = prompt_spec(info.meta, task)
+    exports: dict[str, Path | str] = {}
+
+    def target(engine: str, quant: str | None) -> Path | str:
+        """What the engine's server loads (an export made once per kind), or why it cannot run."""
+        if engine == "torch":
+            return student
+        kind = "onnx" if engine == "onnx" else quant
+        if kind not in exports:
+            try:
+                exports[kind] = export(student, Path(tmp) / f"export-{kind}", onnx=kind == "onnx",
+                                       gguf=None if kind == "onnx" else kind).out
+            except Exception as exc:  # noqa: BLE001 - recorded: e.g. a byte-tokenizer student has no GGUF
+                exports[kind] = f"skipped: export failed: {exc}"
+        where = exports[kind]
+        return next(where.glob("*.gguf")) if engine == "llamacpp-server" and isinstance(where, Path) else where
+
+    results, reference = [], None
+    for engine in args.engines.split(","):
+        for quant in (args.quants.split(",") if engine in ("llamacpp", "llamacpp-server") else [None]):
+            where = target(engine, quant)
+            if isinstance(where, str):
+                results.append({"engine": engine, "quant": quant, "skipped": where})
+                continue
+            try:
+                res = bench_engine(engine, where, rows, task, spec, args, reference)
+            except Exception as exc:  # noqa: BLE001 - recorded, the other engines still run
+                results.append({"engine": engine, "quant": quant, "skipped": f"{type(exc).__name__}: {exc}"})
+                continue
+            if engine == "torch":
+                reference = res["levels"][0]["_labels"]
+            results.append({"quant": quant, **res})
+    for r in results:
+        for level in r.get("levels", []):
+            level.pop("_labels", None)
+    return {"student": str(student), **info.summary(), "n_prompts": len(rows), "results": results}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--run", action="append", help="run directory (repeatable; default: tiny causal run + the real "
-                   "SmolLM2 run when present)")
-    p.add_argument("--requests", type=int, default=48, help="label-only requests per concurrency level (default 48)")
-    p.add_argument("--explain-requests", type=int, default=16, help="explain requests per concurrency level (16)")
+    p.add_argument("--student", help="run (or model) directory of the student (default: a tiny run built here)")
+    p.add_argument("--n", type=int, default=200, help="test rows, one request each (default 200)")
+    p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated (default {','.join(ENGINES)})")
+    p.add_argument("--quants", default="f16,q8_0", help="GGUF quantisations for the llama.cpp engines (f16,q8_0)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8; 1 is also measured)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of the server (default 1: on a shared, "
-                   "busy CPU, 2 threads made the tiny model 5-20x slower)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="server micro-batch wait (default 5)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads of each server (default 2)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="our server's micro-batch wait (default 5)")
+    p.add_argument("--llama-server-bin", help="llama.cpp's C++ llama-server (default: python -m llama_cpp.server)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "serve_load.json"))
     args = p.parse_args()
-    command = "python benchmarks/serve_load.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
+    unknown = set(args.engines.split(",")) - set(ENGINES)
+    if unknown:
+        p.error(f"unknown engine(s) {', '.join(sorted(unknown))}; known: {', '.join(ENGINES)}")
+    report = {
+        "command": ("python benchmarks/serve_load.py " + shlex.join(sys.argv[1:])).strip(),
+        "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+                    "python": platform.python_version(), "platform": platform.platform()},
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [Path(r) for r in args.run or []]
-        if not runs:
-            from stepdistill import pipeline
-            from stepdistill.config import load_config
-
-            cfg = load_config(REPO / "configs" / "tiny-causal.yaml", [f"output_dir={tmp}/tiny", "train.epochs=1"])
-            runs.append(pipeline.run(cfg, overwrite=True))
-            if (REAL_RUN / "model" / "stepdistill.json").is_file():
-                runs.append(REAL_RUN)
-        report = {
-            "command": command.strip(),
-            "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-                        "python": platform.python_version(), "platform": platform.platform()},
-            "settings": {k: v for k, v in vars(args).items() if k not in ("run", "out")},
-            "runs": [bench_run(r, args) for r in runs],
-        }
-        report["runs_included"] = [r["run"] if "real-" in r["run"] else f"{r['student']} (built by this script)"
-                                   for r in report["runs"]]
+        report.update(run(args, tmp))
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")

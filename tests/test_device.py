@@ -127,3 +127,20 @@ def test_device_check_smoke_on_cpu(tmp_path, data_dir):
     equal = tp["batch_4"]["equality_on_one_batch"]["loss_abs_diff"]["ours_prefix_vs_reference"]
     assert equal["loss"] < 1e-4
     assert tp["prediction"]["esnli_score"]["examples_per_s"] > 0
+
+
+def test_a_failing_compile_variant_leaves_the_other_variants_timed(monkeypatch):
+    """On a GPU image without triton, torch.compile fails: the batch size is timed again without it."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import device_check
+
+    def fake_time(bench, names, measure_peak=True):
+        if "ours_suffix+compile" in names:
+            raise RuntimeError("Cannot find a working triton installation")
+        return {"variants": {n: {} for n in names}}
+
+    monkeypatch.setattr(device_check.throughput, "time_same_examples", fake_time)
+    names = list(device_check.VARIANTS)
+    out = device_check._time_batch(None, names, "smollm2-shape")
+    assert set(out["variants"]) == set(device_check.VARIANTS) - {"ours_suffix+compile"}
+    assert "triton" in out["compile_error"]["status"] and "ours_suffix+compile" not in names

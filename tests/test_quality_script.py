@@ -1,4 +1,5 @@
-"""benchmarks/quality.py on the tiny random student: runs, resumes (skips finished rows), writes the report."""
+"""The benchmark scripts: quality.py (rebuilds quality.md through the study stage), label_scoring.py on a study's
+runs, memory_cells.py, throughput.py, real_run.py. The study itself is tested in tests/test_study*.py."""
 
 import json
 import shutil
@@ -12,224 +13,60 @@ import torch
 pytestmark = pytest.mark.slow
 
 
-def _run(repo, tmp_path, *extra):
-    cmd = [sys.executable, str(repo / "benchmarks" / "quality.py"), "--student", "tiny-random-llama",
-           "--datasets", "svamp", "--methods", "standard_ft", "dsbs", "--seeds", "0", "1", "--lrs", "1e-3", "3e-3",
-           "--epochs", "1", "--train-size", "16", "--valid-size", "8", "--test-size", "8", "--same-lr", "3e-3",
-           "--same-epochs", "1", "--sweep", "--sweep-dataset", "svamp", "--sweep-sizes", "8", "16",
-           "--set", "eval.max_new_tokens=6", "--set", "train.batch_size=4", "--threads", "1",
-           "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"), "--scope", "tiny test", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=repo, timeout=600)
+def test_quality_script_rebuilds_the_committed_report_from_the_rows(repo, tmp_path):
+    """benchmarks/quality.py (a thin caller of the study stage) turns the frozen rows into exactly the committed
+    quality.md: today's tuned numbers, the equal-budget, shared-settings and dsbs-variant tables."""
+    frozen = repo / "tests" / "data" / "quality_frozen" / "quality.jsonl"
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "quality.py"), "--results", str(frozen),
+                           "--out-dir", str(tmp_path)], capture_output=True, text=True, cwd=repo, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(133 rows" in proc.stdout
+    md = (tmp_path / "quality.md").read_text()
+    assert md == (repo / "benchmarks" / "results" / "quality.md").read_text()
+    assert "## Tuned at an equal epoch budget: each arm vs standard_ft" in md
+    # CQA 2000 rows: both methods' 2-epoch budget picked jointly on validation, as the old report had it
+    assert "| cqa, smollm2-135m, 2000 * | dsbs | 2 (picked) | 0.0001 / 0.0001 | [0, 1] |" in md
+    assert "## Every shared setting" in md
+    assert "| svamp, smollm2-135m, 720 | dsbs_suffix vs dsbs | 0.0003, 1 | [0, 1] |" in md  # a variant vs dsbs
+    summary = json.loads((tmp_path / "quality.json").read_text())
+    (cqa,) = [g for g in summary["groups"] if g["task"] == "cqa" and g["train_size"] == 2000]
+    picked = next(c for c in cqa["equal_budget"] if c["arm"] == "dsbs" and c["picked"])
+    assert round(100 * picked["vs"]["diff_mean"], 1) == 1.1 and picked["vs"]["bootstrap"]["ci95"]
+    assert all((tmp_path / p).stat().st_size for p in summary["plots"])
 
 
-def test_quality_script_runs_resumes_and_reports(repo, data_dir, tmp_path):
-    first = _run(repo, tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
-    rows = [json.loads(x) for x in (tmp_path / "out" / "quality.jsonl").read_text().splitlines()]
-    # 2 methods x 2 lrs x 2 seeds at n=16, plus the sweep at n=8 (n=16, lr 1e-3 is shared with the grid)
-    assert len(rows) == 8 + 4
-    for r in rows:
-        for key in ("dataset", "method", "labels", "n_train", "seed", "test_accuracy", "n_test", "student", "steps",
-                    "wall_s", "git_commit", "lr", "epochs", "valid_accuracy"):
-            assert key in r
-        assert r["n_test"] == 8 and r["student"] == "tiny-random-llama"
-        assert [m["threads"] for m in r["machines"]] == [1]  # --threads 1, one process, named in the row
-        assert r["precision"] == "fp32"
-    summary = json.loads((tmp_path / "out" / "quality.json").read_text())
-    comp = summary["comparisons"]
-    main = next(c for c in comp if c["n_train"] == 16)
-    assert set(main["tuned"]) == {"standard_ft", "dsbs"}
-    vs = main["tuned"]["dsbs"]["vs_standard_ft"]
-    assert set(vs["per_seed"]) == {"0", "1"} and 0 <= vs["pooled"]["p_value"] <= 1
-    boot = vs["bootstrap"]  # the seed x row interval holds the point difference
-    assert boot["seeds"] == 2 and boot["rows"] == 8 and boot["ci95"][0] <= boot["diff"] <= boot["ci95"][1]
-    assert abs(boot["diff"] - vs["diff_mean"]) < 1e-3
-    assert main["same_settings"]["dsbs"]["lr"] == 3e-3
-    # every setting both methods ran, seed for seed: both lrs, and the tuned one agrees with the tuned table
-    shared = {(c["method"], c["lr"], c["epochs"]): c for c in main["shared_settings"]}
-    assert set(shared) == {("dsbs", 1e-3, 1.0), ("dsbs", 3e-3, 1.0)}
-    assert all(c["seeds"] == [0, 1] for c in shared.values())
-    tuned = shared[("dsbs", main["tuned"]["dsbs"]["lr"], 1.0)]
-    if main["tuned"]["standard_ft"]["lr"] == main["tuned"]["dsbs"]["lr"]:
-        assert tuned["vs_standard_ft"] == vs
-    assert tuned["test_mean"] == main["tuned"]["dsbs"]["test_mean"]
-    # one epoch budget only: the equal-budget comparison is the tuned one
-    (equal,) = [c for c in main["equal_budget"] if c["method"] == "dsbs"]
-    assert equal["picked"] and equal["epochs"] == 1.0 and equal["seeds"] == [0, 1]
-    assert (equal["baseline_lr"], equal["lr"]) == (main["tuned"]["standard_ft"]["lr"], main["tuned"]["dsbs"]["lr"])
-    assert equal["vs_standard_ft"] == vs
-    assert set(summary["sweep"]["table"]["dsbs"]) == {8, 16} or set(summary["sweep"]["table"]["dsbs"]) == {"8", "16"}
-    md = (tmp_path / "out" / "quality.md").read_text()
-    assert "tiny test" in md and "McNemar" in md and "dsbs" in md
-    assert f"1 thread, torch {torch.__version__} (12 rows)" in md  # which machine trained the rows
-    assert "## Tuned at an equal epoch budget" in md and "| svamp | 16 * | dsbs | 1 (picked) |" in md
-    assert "## Every shared setting" in md and "| svamp | 16 * | 0.003, 1 | dsbs | [0, 1] |" in md
-    # the headline table: the largest training set (16, not the sweep's 8), with the overrides marked
-    summary_section = md.split("## Summary")[1].split("\n## ")[0]
-    summary_rows = [x for x in summary_section.splitlines() if x.startswith("| svamp |")]
-    assert len(summary_rows) == 1 and summary_rows[0].startswith("| svamp | 16 * |"), summary_rows
-    assert (tmp_path / "out" / "quality_sweep.png").is_file()
-    again = _run(repo, tmp_path)  # resumable: nothing left to run
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "0 to run" in again.stdout
-    assert len((tmp_path / "out" / "quality.jsonl").read_text().splitlines()) == 12
-    # other --set overrides are other runs: none of the finished rows counts, and they get their own directories
-    other = _run(repo, tmp_path, "--set", "train.warmup_ratio=0.2", "--dry-run")
-    assert other.returncode == 0, other.stderr[-2000:]
-    assert "12 to run" in other.stdout
-    run_dirs = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert len(run_dirs) == 12 and all("-o" in d for d in run_dirs)  # the test's own --set overrides are tagged
-    # the per-row results are committed beside the rows, so a machine without the run directories rebuilds
-    # the same tests
-    recorded = [json.loads(x) for x in (tmp_path / "out" / "quality_correct.jsonl").read_text().splitlines()]
-    assert sorted(r["run"] for r in recorded if "run" in r) == run_dirs
-    assert all(len(r["correct"]) == 8 for r in recorded if "run" in r)
-    (tmp_path / "runs").rename(tmp_path / "runs_gone")
-    assert _run(repo, tmp_path, "--report").returncode == 0
-    assert json.loads((tmp_path / "out" / "quality.json").read_text())["comparisons"] == comp
-    # without those either, the tests of a frozen earlier report are reused where it compared the same runs
-    (tmp_path / "out" / "quality_correct.jsonl").unlink()
-    (tmp_path / "out" / "quality_legacy_stats.json").write_text(json.dumps({"git_commit": "abc1234",
-                                                                            "comparisons": comp}))
-    assert _run(repo, tmp_path, "--report").returncode == 0
-    legacy = json.loads((tmp_path / "out" / "quality.json").read_text())["comparisons"]
-    vs_legacy = next(c for c in legacy if c["n_train"] == 16)["tuned"]["dsbs"]["vs_standard_ft"]
-    assert vs_legacy == {**vs, "from_report": "abc1234"}
-    assert _strip(legacy, "from_report") == comp
-    assert "commit abc1234" in (tmp_path / "out" / "quality.md").read_text()
-    # and with nothing to test on, only the mean difference is reported, never a made-up p of 1
-    (tmp_path / "out" / "quality_legacy_stats.json").unlink()
-    assert _run(repo, tmp_path, "--report").returncode == 0
-    bare = next(c for c in json.loads((tmp_path / "out" / "quality.json").read_text())["comparisons"]
-                if c["n_train"] == 16)["tuned"]["dsbs"]["vs_standard_ft"]
-    assert bare["per_seed"] == {} and bare["bootstrap"] is None and bare["diff_mean"] == vs["diff_mean"]
-    assert "p –: predictions not kept" in (tmp_path / "out" / "quality.md").read_text()
-    # --restore retrains the cells of its plan whose per-row results are lost and replaces their rows in place;
-    # --dry-run names them, and the comparisons tested from the legacy report that a changed accuracy would cost
-    (tmp_path / "out" / "quality_legacy_stats.json").write_text(json.dumps({"git_commit": "abc1234",
-                                                                            "comparisons": comp}))
-    before = (tmp_path / "out" / "quality.jsonl").read_text().splitlines()
-    restore_args = ("--restore", "--lrs", "1e-3", "--sweep-sizes", "16")
-    dry = _run(repo, tmp_path, "--restore", "--lrs", "1e-3", "--methods", "standard_ft", "--sweep-dataset", "cqa",
-               "--dry-run")  # the sweep moved to a dataset with no rows: the two standard_ft runs at lr 1e-3 only
-    assert dry.returncode == 0, dry.stderr[-2000:]
-    assert "2 finished cells have lost their per-row test results" in dry.stdout
-    assert "svamp n=16: dsbs (lr 0.001, 1 ep) vs standard_ft (lr 0.001, 1 ep), seeds [0, 1]" in dry.stdout
-    assert "(lr 0.003, 1 ep) vs standard_ft (lr 0.003, 1 ep)" not in dry.stdout  # neither side is restored
-    dry = _run(repo, tmp_path, *restore_args, "--dry-run")
-    assert "4 finished cells have lost their per-row test results" in dry.stdout
-    assert "dsbs (lr 0.001, 1 ep) vs standard_ft (lr 0.001, 1 ep)" not in dry.stdout  # both sides are restored
-    assert (tmp_path / "out" / "quality.jsonl").read_text().splitlines() == before
-    restored = _run(repo, tmp_path, *restore_args)
-    assert restored.returncode == 0, restored.stderr[-2000:]
-    after = [json.loads(x) for x in (tmp_path / "out" / "quality.jsonl").read_text().splitlines()]
-    old_rows = [json.loads(x) for x in before]
-    assert [_identity(r) for r in after] == [_identity(r) for r in old_rows]  # same cells, same order
-    changed = [(o, n) for o, n in zip(old_rows, after) if o != n]
-    assert len(changed) == 4 and all(o["lr"] == 1e-3 and o["n_train"] == 16 for o, _ in changed)
-    for o, n in changed:
-        assert n["replaced"]["test_accuracy"] == o["test_accuracy"] and n["replaced"]["run_dir"] == o["run_dir"]
-        assert (tmp_path / "runs" / Path(n["run_dir"]).name / "predictions.jsonl").is_file()
-    summary = json.loads((tmp_path / "out" / "quality.json").read_text())
-    main = next(c for c in summary["comparisons"] if c["n_train"] == 16)
-    shared = {c["lr"]: c["vs_standard_ft"] for c in main["shared_settings"] if c["method"] == "dsbs"}
-    assert set(shared[1e-3]["per_seed"]) == {"0", "1"} and shared[1e-3]["bootstrap"]["rows"] == 8
-    assert shared[3e-3]["from_report"] == "abc1234"  # not restored: still the legacy report's tests
-    assert "from_report" not in shared[1e-3]
-    assert "4 of them retrained with `--restore`" in (tmp_path / "out" / "quality.md").read_text()
-    again = _run(repo, tmp_path, *restore_args)
-    assert again.returncode == 0 and "0 finished cells have lost" in again.stdout
+def _tiny_cqa_study(repo, tmp_path):
+    """A tiny-student study on CQA (standard FT vs dsbs, 16 rows, 2 seeds); its records.jsonl."""
+    import os
 
+    import yaml
 
-def _identity(row):
-    return (row["dataset"], row["method"], row["n_train"], row["seed"], row["lr"], row["epochs"])
-
-
-def _strip(obj, key):
-    """``obj`` without ``key`` in any of its dicts."""
-    if isinstance(obj, dict):
-        return {k: _strip(v, key) for k, v in obj.items() if k != key}
-    if isinstance(obj, list):
-        return [_strip(v, key) for v in obj]
-    return obj
-
-
-def _bench_module(repo, name="quality"):
-    """``benchmarks/<name>.py`` imported as a module (benchmarks/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", repo / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_seed_row_bootstrap_includes_seed_variance(repo):
-    q = _bench_module(repo)
-    rows = [str(i) for i in range(400)]
-    base = {i: k % 2 == 0 for k, i in enumerate(rows)}  # 50% correct
-    better = {i: True for i in rows}  # 100% correct on both seeds: a sure gain
-    sure = q.seed_row_bootstrap([(better, base), (better, base)], resamples=2000)
-    assert sure["diff"] == 0.5 and sure["ci95"][0] > 0.4 and sure["p_value"] <= 1 / 2000 * 2
-    # seeds that disagree: +50 points on one (all right), -50 on the other (all wrong). Each seed alone is far
-    # past any per-row test, but over seeds the interval must straddle 0
-    good = dict.fromkeys(rows, True)
-    bad = dict.fromkeys(rows, False)
-    assert q.mcnemar(good, base)["p_value"] < 1e-6 and q.mcnemar(bad, base)["p_value"] < 1e-6
-    split = q.seed_row_bootstrap([(good, base), (bad, base)], resamples=2000)
-    assert split["ci95"][0] < 0 < split["ci95"][1] and split["p_value"] > 0.2
-    # same predictions: no difference, p = 1
-    assert q.seed_row_bootstrap([(base, base)])["ci95"] == [0.0, 0.0]
-    assert q.seed_row_bootstrap([]) == {}
-
-
-def test_equal_budget_picks_one_budget_for_both_methods_on_validation(repo, tmp_path):
-    """Each method would pick its own budget (standard FT 2 epochs, dsbs 3); the equal-budget comparison gives
-    both the budget with the best joint validation score, tunes each lr within it, and never looks at test."""
-    q = _bench_module(repo)
-    rows = []
-    grid = [("standard_ft", 1e-4, 1.0, 0.40, 0.43), ("standard_ft", 1e-4, 2.0, 0.44, 0.50),
-            ("dsbs", 1e-4, 1.0, 0.41, 0.44), ("dsbs", 3e-4, 2.0, 0.40, 0.49), ("dsbs", 1e-4, 2.0, 0.39, 0.30),
-            ("dsbs", 1e-4, 3.0, 0.90, 0.10)]  # (method, lr, epochs, valid, test) with 2 seeds each
-    for method, lr, epochs, valid, test in grid:
-        for seed in (0, 1):
-            run_dir = tmp_path / f"{method}-{lr:g}-{epochs:g}-{seed}"
-            run_dir.mkdir()
-            right = round(test * 100)
-            run_dir.joinpath("predictions.jsonl").write_text("".join(
-                f'{{"id": {i}, "correct": {str(i < right).lower()}}}\n' for i in range(100)))
-            rows.append({"method": method, "lr": lr, "epochs": epochs, "seed": seed, "valid_accuracy": valid,
-                         "test_accuracy": right / 100, "run_dir": str(run_dir)})
-    base = [r for r in rows if r["method"] == "standard_ft"]
-    mine = [r for r in rows if r["method"] == "dsbs"]
-    assert q.pick_setting(q.by_setting(base)) == (1e-4, 2.0) and q.pick_setting(q.by_setting(mine))[1] == 3.0
-    out = q.equal_budget(mine, base)
-    assert [c["epochs"] for c in out] == [1.0, 2.0]  # 3 epochs: standard FT never ran it
-    one, two = out
-    assert two["picked"] and not one["picked"]  # 0.44 + 0.40 beats 0.40 + 0.41
-    assert two["lr"] == 3e-4 and two["baseline_lr"] == 1e-4  # dsbs's 2-epoch lr picked on validation, not test
-    assert two["test_mean"] == 0.49 and two["baseline_test_mean"] == 0.50
-    assert abs(two["vs_standard_ft"]["diff_mean"] + 0.01) < 1e-9 and one["vs_standard_ft"]["diff_mean"] > 0
-    assert q.equal_budget(mine, []) == []
+    spec = {"name": "tiny_cqa", "config": str(repo / "configs" / "tiny-causal.yaml"),
+            "set": ["data.task=cqa", "data.valid_size=8", "data.test_size=8", "eval.max_new_tokens=6",
+                    "train.batch_size=4"],
+            "methods": {"standard_ft": ["method.name=standard", "method.labels=gold"],
+                        "dsbs": ["method.name=dsbs", "method.labels=gold"]},
+            "baseline": "standard_ft", "train_sizes": [16], "seeds": [0, 1], "lrs": [3e-3], "epochs": [1],
+            "runs_dir": str(tmp_path / "runs")}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "stepdistill", "study", str(tmp_path / "study.yaml"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, cwd=repo, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return tmp_path / "out" / "records.jsonl"
 
 
 def test_label_scoring_script_scores_the_tuned_runs_and_resumes(repo, data_dir, tmp_path):
-    """benchmarks/label_scoring.py on quality.py's tiny CQA runs: every tuned run is scored beside its
-    generated answers, the report compares them, and a rerun reads the scores back."""
-    quality = [sys.executable, str(repo / "benchmarks" / "quality.py"), "--student", "tiny-random-llama",
-               "--datasets", "cqa", "--methods", "standard_ft", "dsbs", "--seeds", "0", "1", "--lrs", "3e-3",
-               "--epochs", "1", "--train-size", "16", "--valid-size", "8", "--test-size", "8", "--same-lr", "3e-3",
-               "--same-epochs", "1", "--set", "eval.max_new_tokens=6", "--set", "train.batch_size=4",
-               "--threads", "1", "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]
-    proc = subprocess.run(quality, capture_output=True, text=True, cwd=repo, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    scoring = [sys.executable, str(repo / "benchmarks" / "label_scoring.py"), "--quality",
-               str(tmp_path / "out" / "quality.jsonl"), "--train-size", "16", "--threads", "1",
+    """benchmarks/label_scoring.py on a tiny CQA study's runs: every tuned run is scored beside its generated
+    answers, the report compares them, and a rerun reads the scores back."""
+    records = _tiny_cqa_study(repo, tmp_path)
+    scoring = [sys.executable, str(repo / "benchmarks" / "label_scoring.py"), "--records",
+               str(records), "--train-size", "16", "--threads", "1",
                "--out-dir", str(tmp_path / "out")]
     first = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     result = json.loads((tmp_path / "out" / "label_scoring.json").read_text())
-    rows = {(r["method"], r["seed"]): r for r in map(json.loads, (tmp_path / "out" / "quality.jsonl").open())}
+    rows = {(r["arm"], r["seed"]): r for r in map(json.loads, records.open()) if "cell" in r}
     assert len(result["runs"]) == 4
     for run in result["runs"]:
         q = rows[(run["method"], run["seed"])]
@@ -250,28 +87,38 @@ def test_label_scoring_script_scores_the_tuned_runs_and_resumes(repo, data_dir, 
     assert json.loads((tmp_path / "out" / "label_scoring.json").read_text())["summary"] == result["summary"]
     # run directories do not outlive their machine: a scored run whose directory is gone is read back from
     # label_scoring.json, with the per-row results its comparison needs
-    shutil.rmtree(next((tmp_path / "runs").glob("cqa-dsbs-n16-s1-*")))
+    shutil.rmtree(next((tmp_path / "runs").glob("dsbs-n16-s1-*")))
     gone = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
     assert gone.returncode == 0 and gone.stdout.count("kept from label_scoring.json") == 1, gone.stderr[-2000:]
     assert json.loads((tmp_path / "out" / "label_scoring.json").read_text())["summary"] == result["summary"]
-    # a run retrained since it was scored (quality.py --restore replaced its row) is not read back: that scoring
-    # was of another model
-    qpath = tmp_path / "out" / "quality.jsonl"
-    qrows = [json.loads(x) for x in qpath.read_text().splitlines()]
+    # a run retrained since it was scored (stepdistill study --restore replaced its record) is not read back: that
+    # scoring was of another model
+    qrows = [json.loads(x) for x in records.read_text().splitlines()]
     for r in qrows:
-        if r["method"] == "dsbs" and r["seed"] == 1:
+        if r.get("arm") == "dsbs" and r["seed"] == 1:
             r["test_accuracy"] = 1.0 - r["test_accuracy"] if r["test_accuracy"] != 0.5 else 0.375
-    qpath.write_text("".join(json.dumps(r) + "\n" for r in qrows))
+    records.write_text("".join(json.dumps(r) + "\n" for r in qrows))
     stale = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
     assert stale.returncode == 0 and "retrained since" in stale.stdout, stale.stderr[-2000:]
-    assert "cqa-dsbs-n16-s1-" in (tmp_path / "out" / "label_scoring.md").read_text().split("Not in this table")[1]
+    assert "dsbs-n16-s1-" in (tmp_path / "out" / "label_scoring.md").read_text().split("Not in this table")[1]
     # a tuned run neither on disk nor scored before is left out and named, not a crash
     (tmp_path / "out" / "label_scoring.json").unlink()
     fresh = subprocess.run(scoring, capture_output=True, text=True, cwd=repo, timeout=600)
     assert fresh.returncode == 0 and "never scored, left out" in fresh.stdout, fresh.stderr[-2000:]
     report = (tmp_path / "out" / "label_scoring.md").read_text()
-    assert "| cqa * | dsbs | 1 |" in report and "Not in this table" in report and "cqa-dsbs-n16-s1-" in report
+    assert "| cqa * | dsbs | 1 |" in report and "Not in this table" in report and "dsbs-n16-s1-" in report
     assert len(json.loads((tmp_path / "out" / "label_scoring.json").read_text())["left_out"]) == 1
+
+
+
+def _bench_module(repo, name):
+    """``benchmarks/<name>.py`` imported as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", repo / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_label_scoring_narrowed_rerun_keeps_the_other_kept_results(repo):
@@ -346,34 +193,3 @@ def test_real_run_collect_names_the_command_commit_and_machine(repo, tmp_path, m
     assert result["command"].startswith("stepdistill run ") and result["git_commit"]
     assert result["machine"]["cpu_count"] >= 1 and result["machine"]["device"] == "cpu"
     assert result["wall_s"] == 12.5 and result["metrics"]["train"]["steps"] == 3
-
-
-def test_machines_line_says_whether_each_cpu_has_bf16_units(repo, monkeypatch):
-    monkeypatch.syspath_prepend(str(repo / "benchmarks"))
-    import quality
-
-    line = quality.machines_line([
-        {"machines": [{"cpu": "Zen", "threads": 2, "torch": "2", "isa": ["avx512_bf16", "avx512f"]}]},
-        {"machines": [{"cpu": "Ice Lake", "threads": 1, "torch": "2", "isa": ["avx512f"]}]},
-        {"machines": [{"cpu": "Old", "threads": 2, "torch": "2"}]}, {}])
-    assert "Zen, bf16 units, 2 threads" in line and "Ice Lake, no bf16 units, 1 thread," in line
-    assert "Old, 2 threads" in line and "not recorded" in line
-
-
-def test_summary_shows_the_fullest_comparison_when_a_dataset_has_groups_with_other_overrides(repo, monkeypatch):
-    """A one-seed precision check trained with other --set overrides must not replace the main comparison of the
-    same dataset and size in the summary."""
-    monkeypatch.syspath_prepend(str(repo / "benchmarks"))
-    import quality
-
-    def tuned(mean, seeds):
-        return {"test_mean": mean, "test_sd": 0.0, "seeds": list(range(seeds)), "lr": 1e-4, "epochs": 3.0}
-
-    check = {"dataset": "anli1", "n_train": None, "options": ["student.prompt_layout=suffix"],
-             "tuned": {"standard_ft": tuned(0.493, 1)}}
-    main = {"dataset": "anli1", "n_train": None,
-            "options": ["student.prompt_layout=suffix", "train.mixed_precision=bf16"],
-            "tuned": {"standard_ft": tuned(0.497, 3), "dsbs": tuned(0.522, 3)}}
-    for order in ([check, main], [main, check]):
-        row = next(x for x in quality.summary_table(order) if x.startswith("| anli1"))
-        assert "49.7 ± 0.0 (3 seeds" in row and "52.2 ± 0.0 (3 seeds" in row

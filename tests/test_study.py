@@ -15,8 +15,9 @@ import yaml
 
 from stepdistill.errors import ConfigError
 from stepdistill.study.records import RecordLog
-from stepdistill.study.spec import load_spec
+from stepdistill.study.spec import anchor, load_spec
 
+REPO = Path(__file__).resolve().parents[1]
 WORDS = {"positive": ["great", "lovely", "fun"], "negative": ["awful", "boring", "bad"]}
 
 
@@ -96,6 +97,8 @@ def test_study_survives_sigkill_and_resumes_without_rerunning(tmp_path):
                          "At which training-set size does the student pass the teacher?"]
     report = (out / "report.md").read_text()
     assert "my teacher's 75.0%" in report and "![accuracy_vs_examples.png]" in report
+    assert "| tinysent, tiny-random-llama, 16 | dsbs | 1 (picked) | 0.003 / 0.003 | [0, 1] |" in report
+    assert "| tinysent, tiny-random-llama, 16 | dsbs vs standard_ft | 0.003, 1 | [0, 1] |" in report
     # the report rebuilds from the records alone
     import shutil
 
@@ -169,6 +172,33 @@ def test_report_with_several_students_plots_accuracy_vs_student_and_answers_the_
     assert "dsbs (tinysent, tiny-random-llama-2) passes my teacher's 75.0% from 8 rows on" in teacher["answer"]
 
 
+def test_a_setting_added_at_its_default_leaves_recorded_identities_as_they_were(monkeypatch):
+    from stepdistill.config import load_config
+    from stepdistill.study import spec as spec_mod
+
+    cfg = load_config(str(REPO / "configs" / "svamp-smollm2.yaml"), ["method.name=dsbs"])
+    before = spec_mod.identity(cfg)
+    real = spec_mod.flat_settings
+    monkeypatch.setattr(spec_mod, "flat_settings", lambda c: {**real(c), "train.new_knob": 1})
+    spec_mod.identity_baseline.cache_clear()
+    try:
+        assert spec_mod.identity(cfg) == before  # the new setting is at its default: same cell
+        assert spec_mod.identity(cfg.with_overrides(["method.alpha=0.8"])) != before
+    finally:
+        spec_mod.identity_baseline.cache_clear()
+
+
+def test_config_defaults_match_the_snapshot_identities_rest_on():
+    """Cell identities leave out settings at their default, so changing an existing default would let a cell run
+    under the new default match a record made under the old one. Such a change must pin the former default in
+    study.spec.FORMER_DEFAULTS (then update tests/data/config_defaults.json); a new setting only needs the snapshot."""
+    from stepdistill.study.spec import identity_baseline
+
+    snapshot = json.loads((REPO / "tests" / "data" / "config_defaults.json").read_text())
+    baseline = json.loads(json.dumps(identity_baseline(), default=str))
+    changed = {k: (v, baseline.get(k, "<removed>")) for k, v in snapshot.items() if baseline.get(k, "<removed>") != v}
+    assert not changed, f"defaults changed (snapshot, now): {changed}; pin the former ones in FORMER_DEFAULTS"
+
 def test_cell_identity_changes_when_a_custom_task_file_changes(tmp_path):
     path = write_study(tmp_path)
     before = {c.cid for c in load_spec(path).cells()}
@@ -183,3 +213,81 @@ def test_cell_identity_changes_when_a_custom_task_file_changes(tmp_path):
 def test_every_study_spec_preset_loads(path):
     spec = load_spec(path)
     assert spec.cells() and spec.baseline in spec.methods
+
+
+def test_paths_in_a_spec_are_relative_to_the_spec_file_not_the_working_directory(tmp_path, monkeypatch):
+    path = write_study(tmp_path, set=["data.task=task.yaml"],
+                       methods={"standard_ft": ["method.name=standard"],
+                                "dsbs_mine": ["method.name=dsbs", "data.rationales=rationales.jsonl"]},
+                       runs_dir="runs", reuse=["old/quality.jsonl"])
+    (tmp_path / "rationales.jsonl").write_text(json.dumps({"id": "r0", "rationale": "great is positive"}) + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # neither file is here
+    spec = load_spec(Path("..") / path.name)
+    cell = next(c for c in spec.cells() if c.arm == "dsbs_mine")
+    cfg = spec.resolve(cell.overrides)
+    assert Path(cfg.data.task).resolve() == tmp_path / "task.yaml"
+    assert Path(cfg.data.rationales).resolve() == tmp_path / "rationales.jsonl"
+    assert Path(spec.runs_dir).resolve() == tmp_path / "runs" and spec.reuse[0].resolve() == tmp_path / "old" / \
+        "quality.jsonl"
+    assert "method.name=dsbs" in cell.overrides  # other settings untouched; a built-in task name stays a name
+    assert anchor("data.task=svamp", tmp_path) == "data.task=svamp"
+    assert anchor("student.name=tiny-random-llama", tmp_path) == "student.name=tiny-random-llama"
+    # the same cells from any working directory, and the rationale file's content is part of their identity
+    monkeypatch.chdir(tmp_path)
+    again = load_spec(path.name)
+    assert [c.cid for c in again.cells()] == [c.cid for c in spec.cells()]
+    (tmp_path / "rationales.jsonl").write_text(json.dumps({"id": "r0", "rationale": "other"}) + "\n")
+    changed = {c.cid for c in load_spec(path.name).cells()}
+    assert cell.cid not in changed and {c.cid for c in spec.cells() if c.arm == "standard_ft"} <= changed
+
+
+@pytest.mark.slow
+def test_restore_retrains_only_the_cells_whose_per_row_results_are_lost(tmp_path):
+    spec_path, out = write_study(tmp_path, train_sizes=[8], seeds=[0, 1]), tmp_path / "out"
+    spec = load_spec(spec_path)
+    log = RecordLog(out / "records.jsonl")
+    cells = {(c.arm, c.seed): c for c in spec.cells()}
+    for (arm, seed), c in cells.items():  # finished cells as an old results file left them: seed 0 lost its rows
+        log.append({"cell": c.cid, "arm": arm, "task": "tinysent", "common": [], "train_size": 8, "n_train_used": 8,
+                    "student": c.student, "seed": seed, "lr": c.lr, "epochs": c.epochs, "valid_accuracy": 0.5,
+                    "test_accuracy": 0.123, "n_test": 8, "run_dir": f"gone/{arm}{seed}",
+                    "correct": {} if seed == 0 else {f"r{200 + i}": i < 4 for i in range(8)}})
+    log.append_comparison({"mine": [cells["dsbs", 0].cid], "base": [cells["standard_ft", 0].cid],
+                           "stats": {"diff_mean": 0.0}, "from": "abc1234"})
+    dry = study(spec_path, "--out", out, "--restore", "--dry-run")
+    text = dry.communicate(timeout=120)[0]
+    assert dry.returncode == 0, text[-2000:]
+    assert "2 finished cells have lost their per-row test results" in text and "2 to run" in text
+    assert "seeds [0]" not in text  # both sides of the kept comparison are restored: nothing at risk
+    before = (out / "records.jsonl").read_text()
+    proc = study(spec_path, "--out", out, "--restore")
+    text = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, text[-3000:]
+    assert (out / "records.jsonl").read_text().startswith(before)  # appended, never rewritten
+    records = {(r["arm"], r["seed"]): r for r in RecordLog(out / "records.jsonl").load()}
+    assert len(records) == 4
+    for arm in ("standard_ft", "dsbs"):
+        new, kept = records[arm, 0], records[arm, 1]
+        assert len(new["correct"]) == 8 and new["replaced"]["test_accuracy"] == 0.123
+        assert new["replaced"]["run_dir"] == f"gone/{arm}0" and (Path(new["run_dir"]) / "predictions.jsonl").is_file()
+        assert "replaced" not in kept and kept["run_dir"] == f"gone/{arm}1"  # had its rows: left alone
+    report = json.loads((out / "study.json").read_text())
+    assert report["groups"][0]["tuned"]["dsbs"]["vs_baseline"]["bootstrap"]  # tested again
+    again = study(spec_path, "--out", out, "--restore")
+    text = again.communicate(timeout=120)[0]
+    assert again.returncode == 0 and "0 finished cells have lost" in text and "0 to run" in text
+
+
+def test_restore_names_the_kept_comparisons_a_retrained_cell_could_cost():
+    from stepdistill.study.restore import at_risk
+
+    def rec(cell, arm, correct):
+        return {"cell": cell, "arm": arm, "task": "t", "train_size": 8, "lr": 1e-3, "epochs": 1.0, "seed": 0,
+                "correct": correct}
+    records = [rec("a", "dsbs", {}), rec("b", "standard_ft", {}), rec("c", "standard_ft", {"r": True})]
+    kept = [{"mine": ["a"], "base": ["b"]}, {"mine": ["a"], "base": ["c"]}]
+    assert at_risk({"a"}, records, kept) == ["t n=8 dsbs (lr 0.001, 1 ep), seeds [0] vs t n=8 standard_ft (lr 0.001, "
+                                             "1 ep), seeds [0]"]  # b has no rows and is not restored; c has rows
+    assert at_risk({"a", "b"}, records, kept) == [] and at_risk(set(), records, kept) == []

@@ -85,3 +85,22 @@ def test_pick_setting_uses_validation_only_and_prefers_more_seeds():
     assert pick_setting(settings) == (3e-4, 1.0)
     tie = {(3e-4, 2.0): [rec(0, 0.5, 0)], (1e-4, 1.0): [rec(0, 0.5, 0)], (3e-4, 1.0): [rec(0, 0.5, 0)]}
     assert pick_setting(tie) == (1e-4, 1.0)  # ties: fewer epochs, then lower lr
+
+
+def test_seed_row_bootstrap_includes_seed_variance():
+    """(Moved from tests/test_quality_script.py.)"""
+    rows = [str(i) for i in range(400)]
+    base = {i: k % 2 == 0 for k, i in enumerate(rows)}  # 50% correct
+    better = {i: True for i in rows}  # 100% correct on both seeds: a sure gain
+    sure = seed_row_bootstrap([(better, base), (better, base)], resamples=2000)
+    assert sure["diff"] == 0.5 and sure["ci95"][0] > 0.4 and sure["p_value"] <= 1 / 2000 * 2
+    # seeds that disagree: +50 points on one (all right), -50 on the other (all wrong). Each seed alone is far
+    # past any per-row test, but over seeds the interval must straddle 0
+    good = dict.fromkeys(rows, True)
+    bad = dict.fromkeys(rows, False)
+    assert mcnemar(good, base)["p_value"] < 1e-6 and mcnemar(bad, base)["p_value"] < 1e-6
+    split = seed_row_bootstrap([(good, base), (bad, base)], resamples=2000)
+    assert split["ci95"][0] < 0 < split["ci95"][1] and split["p_value"] > 0.2
+    # same predictions: no difference, p = 1
+    assert seed_row_bootstrap([(base, base)])["ci95"] == [0.0, 0.0]
+    assert seed_row_bootstrap([]) == {}

@@ -82,7 +82,9 @@ def test_fatal_error_stops_with_clear_message(tmp_path):
                                   retry_base=0.05)
         with pytest.raises(StepdistillError, match=r"stopped answering: 3 attempts .* failed to connect.*rerun the"):
             run(ExtractConfig(task=str(spec), teacher=dropped, out=str(tmp_path / "o3")), progress=False)
-    assert len(_rows(tmp_path / "o3" / "rationales.sqlite")) == 1
+    # the answers stored before the server went away stay (a request in flight at the shutdown may still be
+    # answered, so 1 or 2 of the 3), and the run stopped before asking about every row
+    assert 1 <= len(_rows(tmp_path / "o3" / "rationales.sqlite")) < 3
     with FakeOpenAIServer() as server:
         bad_model = TeacherSettings(model="fake", base_url=server.url + "/nope", timeout=2.0)
         with pytest.raises(StepdistillError, match="404 for model 'fake'.*--base-url"):

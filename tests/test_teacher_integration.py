@@ -89,3 +89,30 @@ def test_extract_from_llama_cpp_server(llama_server, tmp_path):
                              teacher=TeacherSettings(model="smollm2", base_url=llama_server, max_tokens=64)),
                progress=False).report
     assert chat["rows"] == 3 and chat["failed_this_run"] == 0
+
+
+@pytest.mark.slow
+def test_samples_from_the_server_train_a_student_on_every_rationale(llama_server, tmp_path):
+    """As a new user would: extract --samples 5 from the real server, then train on all five rationales per input."""
+    import json
+
+    from stepdistill.config import load_config
+    from stepdistill.student.train import run as train
+
+    settings = TeacherSettings(model="smollm2", base_url=llama_server, mode="completion", temperature=0.8,
+                               max_tokens=48, concurrency=2, timeout=60)
+    out = tmp_path / "teacher"
+    result = run(ExtractConfig(task=str(DEMO_TASK), teacher=settings, split="train", limit=4, samples=5,
+                               out=str(out)), progress=False)
+    assert result.report["rows"] == 20 and result.report["rationale_words"]["n"] > 0
+    rows = [json.loads(line) for line in result.export.read_text().splitlines()]
+    parsed = sum(len(r.get("rationales", [])) for r in rows)
+    assert parsed == result.report["status"]["ok"] and parsed > 4  # every parsed sample, not one per input
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-causal.yaml", [
+        f"output_dir={tmp_path / 'student'}", f"data.task={DEMO_TASK}", "data.train_size=null", "data.valid_size=4",
+        f"data.rationales={result.export}", "data.max_rationales_per_input=null", "train.max_steps=2",
+        "eval.max_new_tokens=4"])
+    metrics = json.loads((train(cfg) / "metrics.json").read_text())
+    r = metrics["train"]["data"]["rationales"]
+    assert r["kept"] == parsed and r["inputs_with_rationales"] == sum(1 for x in rows if x.get("rationales"))
+    assert max(int(k) for k in r["rationales_per_input"]) >= 2

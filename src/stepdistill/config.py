@@ -22,6 +22,9 @@ TEACHER_FAILURE_POLICIES = ("drop_rationale", "drop_row", "error")
 WRONG_RATIONALE_POLICIES = ("keep", "drop")
 METHODS = ("dsbs", "standard", "single_task")
 LABEL_SOURCES = ("gold", "teacher")
+RATIONALE_POLICIES = ("all", "correct")
+RATIONALE_ORDERS = ("given", "shortest", "longest")
+RATIONALE_WEIGHTINGS = ("per_input", "per_rationale")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,24 @@ class DataConfig:
     wrong_rationales: str = "keep"
     """Rows whose teacher label is wrong (the task's answer check against the gold label): keep their rationale
     (the paper), or drop it: dsbs then trains only the label task on them, single_task drops the row."""
+    extra_rationales: str | None = None
+    """JSONL of more rationales per id (e.g. ../shared/data/svamp/extra_rationales_train.jsonl; formats in
+    student/rationales.py), pooled with each input's teacher rationale (source ``teacher``); ids of the test
+    split are refused."""
+    rationale_sources: list[str] | None = None
+    """Keep only rationales of these sources (``teacher`` is the input's own teacher rationale, and the samples
+    of ``extract --samples K``); null = every source."""
+    rationale_policy: str = "all"
+    """all, or correct: only rationales whose answer passes the task's check against the gold label."""
+    rationale_order: str = "given"
+    """Order before the per-input cap: given (teacher first, then file order), shortest or longest (words)."""
+    max_rationales_per_input: int | None = 1
+    """Train on up to this many rationales per input (after the policies); null = all of them."""
+    max_rationale_words: int | None = None
+    """Drop rationales longer than this many words (``len(text.split())``); null = no cap."""
+    rationale_weighting: str = "per_input"
+    """Balance of an input's K rationales: per_input (each weighs 1/K, so every input counts once in the
+    rationale task, as its one label does in the label task) or per_rationale (each weighs 1)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,9 @@ class TrainConfig:
     """fp32 (float32 math), bf16 (autocast matmuls to bfloat16, float32 weights and optimiser; faster on CPUs
     and GPUs with bf16 units, not bit-exact; on a CPU without them, emulated and slower than fp32: a warning says
     so), or auto (bf16 where the device has bf16 units, else fp32; metrics.json names the one used)."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers to send losses, lr, examples/s, validation results and the config to: any of
+    tensorboard, wandb, mlflow (HF's names; each needs its own package); [] = none."""
     compile: bool = False
     """torch.compile the training forward and backward (inductor, dynamic shapes). Same loss within float noise;
     the first step pays the compilation (about a minute for SmolLM2-135M on a 2-core CPU), so it pays off only on
@@ -192,6 +216,12 @@ def _hint(cls, name):
 def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
     """Check ``value`` against a simple type hint (int, float, str, bool, Optional/Union of those)."""
     origin = typing.get_origin(hint)
+    if origin is list:  # list[str]: a YAML list of strings, or one string
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        problems.append(f"{where}: expected a list of strings, got {value!r}")
+        return value
     options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:
@@ -207,6 +237,8 @@ def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
             return float(value) if int not in options or isinstance(value, float) else value
         if opt is str and isinstance(value, str):
             return value
+        if typing.get_origin(opt) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
     names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
     problems.append(f"{where}: expected {names}, got {value!r}")
     return value
@@ -276,6 +308,15 @@ def validate(cfg: RunConfig) -> None:
           f"data.teacher_failures: one of {', '.join(TEACHER_FAILURE_POLICIES)}, got '{d.teacher_failures}'")
     check(d.wrong_rationales in WRONG_RATIONALE_POLICIES,
           f"data.wrong_rationales: one of {', '.join(WRONG_RATIONALE_POLICIES)}, got '{d.wrong_rationales}'")
+    check(d.rationale_policy in RATIONALE_POLICIES,
+          f"data.rationale_policy: one of {', '.join(RATIONALE_POLICIES)}, got '{d.rationale_policy}'")
+    check(d.rationale_order in RATIONALE_ORDERS,
+          f"data.rationale_order: one of {', '.join(RATIONALE_ORDERS)}, got '{d.rationale_order}'")
+    check(d.rationale_weighting in RATIONALE_WEIGHTINGS,
+          f"data.rationale_weighting: one of {', '.join(RATIONALE_WEIGHTINGS)}, got '{d.rationale_weighting}'")
+    check(d.max_rationales_per_input is None or d.max_rationales_per_input > 0,
+          "data.max_rationales_per_input: must be positive (or null for all)")
+    check(d.max_rationale_words is None or d.max_rationale_words > 0, "data.max_rationale_words: must be positive")
     size = d.train_size
     check(size is None or (size >= 1 if isinstance(size, int) else 0 < size <= 1 or float(size).is_integer()),
           f"data.train_size: a count (an integer >= 1) or a fraction in (0, 1], got {size}")
@@ -299,6 +340,11 @@ def validate(cfg: RunConfig) -> None:
     check(t.eval_every is None or t.eval_every > 0, "train.eval_every: must be positive")
     check(t.patience is None or t.patience > 0, "train.patience: must be positive")
     check(t.checkpoint_every is None or t.checkpoint_every > 0, "train.checkpoint_every: must be positive")
+    from stepdistill.student.tracking import TRACKERS
+
+    unknown = [r for r in t.report_to if r not in TRACKERS.names()]
+    check(not unknown, f"train.report_to: unknown tracker(s) {', '.join(unknown)}; "
+                       f"known: {', '.join(TRACKERS.names())}")
     check(e.batch_size > 0, "eval.batch_size: must be positive")
     check(e.max_new_tokens is None or e.max_new_tokens > 0, "eval.max_new_tokens: must be positive")
     check(e.label_scoring in ("generate", "score"), f"eval.label_scoring: generate or score, got '{e.label_scoring}'")
@@ -376,7 +422,8 @@ def settings_differ(saved: dict, cfg: RunConfig) -> list[str]:
 
 # settings a resumed run may change: they decide how fast it runs or what is kept, not what it computes
 # (thread count and compilation reorder float sums, so they change results only within float noise)
-NOT_RESULT_SETTINGS = {"train.keep_checkpoint", "train.checkpoint_every", "train.num_threads", "train.compile"}
+NOT_RESULT_SETTINGS = {"train.keep_checkpoint", "train.checkpoint_every", "train.num_threads", "train.compile",
+                       "train.report_to"}
 
 
 # values that older versions wrote to config.yaml, and what they are called now

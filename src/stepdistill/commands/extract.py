@@ -18,6 +18,8 @@ def add_arguments(p):
     g.add_argument("--train-seed", type=int, help="the student's train.seed for --train-size (default: the "
                    "student's default)")
     g.add_argument("--exemplars", help="few-shot exemplars JSONL (default: the task's own)")
+    g.add_argument("--rationalize", action="store_true", help="show the gold answer after each input and ask the "
+                   "teacher to explain it (\"explain why the answer is X\"); rows record rationalized: true")
     t = p.add_argument_group("teacher")
     t.add_argument("--teacher", default="openai", help="backend: openai (default), transformers, precomputed; "
                    "see `stepdistill teachers`")
@@ -68,8 +70,8 @@ def main(args) -> int:
     split = "train" if args.train_size is not None and args.split == "pool" else args.split
     cfg = ExtractConfig(task=args.task, teacher=settings, data_dir=args.data_dir, split=split, limit=args.limit,
                         samples=args.samples, out=args.out, store=args.store, exemplars=args.exemplars,
-                        filter=args.filter, teacher_id=args.teacher_id, price_in=args.price_in,
-                        price_out=args.price_out, max_cost=args.max_cost, **rows)
+                        filter=args.filter, teacher_id=args.teacher_id, rationalize=args.rationalize,
+                        price_in=args.price_in, price_out=args.price_out, max_cost=args.max_cost, **rows)
     result = run(cfg, progress=not args.no_progress)
     print(format_summary(result.report))
     print(f"store: {result.store}\nexport: {result.export} ({result.report['exported']} rows; use it as "
@@ -109,6 +111,11 @@ def format_summary(r: dict) -> str:
         f"  agreement with vote: {r['agreement_with_vote']}%; tokens: {r['prompt_tokens']} prompt + "
         f"{r['completion_tokens']} completion",
     ]
+    words = r.get("rationale_words") or {}
+    if words.get("n"):
+        lines.append(f"  rationale words: median {words['median']:g} (p10 {words['p10']:g}, p90 {words['p90']:g}, "
+                     f"mean {words['mean']:g}) over {words['n']} parsed answers"
+                     + ("; rationalized (the gold answer was in the prompt)" if r.get("rationalize") else ""))
     cost = r.get("cost") or {}
     if cost.get("projected_total") is not None:
         from stepdistill.teacher.cost import money

@@ -4,8 +4,10 @@
     curl -s 127.0.0.1:8000/predict \
         -d '{"input": {"body": "Tom has 3 apples and buys 4.", "question": "How many?"}, "explain": true}'
 
-Concurrent requests are micro-batched (--max-batch, --max-wait-ms). Requests over the limits are
-answered 413; malformed ones 400/422. Binds to loopback unless --host says otherwise.
+OpenAI-compatible routes: POST /v1/chat/completions, /v1/completions, GET /v1/models (see
+stepdistill.serve.openai_api). Concurrent requests are micro-batched (--max-batch, --max-wait-ms). Requests
+over the limits are answered 413; malformed ones 400/422; with --api-key (or $STEPDISTILL_API_KEY) every
+route but /health needs `Authorization: Bearer KEY` (401). Binds to loopback unless --host says otherwise.
 """
 
 
@@ -29,7 +31,20 @@ def add_arguments(p):
                    help=f"inputs waiting before 503 (default {d.max_queue})")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"generation batch size (default {d.batch_size})")
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 is often fastest for small students on a "
+    p.add_argument("--request-timeout-s", type=float, default=d.request_timeout_s,
+                   help=f"close/408 a client still sending its request after this (default {d.request_timeout_s:g})")
+    p.add_argument("--rate-limit", type=float, default=d.rate_limit, help="requests/s per client address, "
+                   "429 with Retry-After beyond (default 0: off)")
+    p.add_argument("--rate-burst", type=int, default=d.rate_burst,
+                   help=f"requests a client may send at once under --rate-limit (default {d.rate_burst})")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health (default: "
+                   "$STEPDISTILL_API_KEY; prefer the variable: a flag shows in the process list)")
+    p.add_argument("--engine", default="torch", help="what runs the model: torch (default), llamacpp (a GGUF "
+                   "from `stepdistill export --gguf`), onnx (an export with --onnx; label-only)")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="torch engine weights (default auto: bfloat16 where the CPU/GPU has bf16 units)")
+    p.add_argument("--model-name", help="model id on /v1/models (default: TASK-METHOD-student)")
+    p.add_argument("--threads", type=int, help="CPU threads of the engine (1 is often fastest for small students on a "
                    "busy or small CPU)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
@@ -43,6 +58,10 @@ def main(args) -> int:
         torch.set_num_threads(args.threads)
     settings = ServeSettings(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs,
                              max_input_chars=args.max_input_chars, max_batch=args.max_batch,
-                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, batch_size=args.batch_size)
-    serve(args.run_dir, host=args.host, port=args.port, settings=settings, log_level=args.log_level)
+                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, batch_size=args.batch_size,
+                             request_timeout_s=args.request_timeout_s, rate_limit=args.rate_limit,
+                             rate_burst=args.rate_burst)
+    serve(args.run_dir, host=args.host, port=args.port, settings=settings, log_level=args.log_level,
+          engine=args.engine, api_key=args.api_key, model_name=args.model_name, threads=args.threads,
+          precision=args.precision)
     return 0

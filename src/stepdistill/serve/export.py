@@ -31,6 +31,7 @@ class ExportResult:
     files: list[str]
     prompt_hash: str
     onnx: Path | None = None
+    gguf: Path | None = None
 
 
 def prompt_spec(meta: dict, task) -> dict:
@@ -60,8 +61,10 @@ def prompt_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def export(path: str | Path, out: str | Path, *, overwrite: bool = False, onnx: bool = False) -> ExportResult:
-    """Write the standalone directory ``out`` for the student of run (or model) directory ``path``."""
+def export(path: str | Path, out: str | Path, *, overwrite: bool = False, onnx: bool = False,
+           gguf: str | None = None) -> ExportResult:
+    """Write the standalone directory ``out`` for the student of run (or model) directory ``path``;
+    ``gguf`` (a quantisation: f16, q8_0, f32) adds ``model-QUANT.gguf`` for llama.cpp."""
     import transformers
 
     from stepdistill.serve.info import run_info
@@ -96,12 +99,21 @@ def export(path: str | Path, out: str | Path, *, overwrite: bool = False, onnx: 
         from stepdistill.serve.onnx import export_onnx
 
         onnx_path = export_onnx(model, meta["family"], tmp / "onnx")
+    gguf_path = None
+    if gguf:
+        from stepdistill.serve.gguf_export import card_section, export_gguf
+
+        gguf_path = export_gguf(model, tokenizer, spec, tmp / f"model-{gguf}.gguf", gguf,
+                                name=f"{task.name} {meta['method']} student")
+        with open(tmp / "README.md", "a", encoding="utf-8") as card:
+            card.write(card_section(gguf_path.name, spec))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     return ExportResult(out=out, files=files, prompt_hash=digest,
-                        onnx=None if onnx_path is None else out / onnx_path.relative_to(tmp))
+                        onnx=None if onnx_path is None else out / onnx_path.relative_to(tmp),
+                        gguf=None if gguf_path is None else out / gguf_path.name)
 
 
 # ---- model card -------------------------------------------------------------------------------------

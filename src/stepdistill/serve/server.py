@@ -1,24 +1,32 @@
-"""HTTP server for a trained student: POST /predict, GET /health, GET /info. Concurrent requests are
-gathered into micro-batches and run through ``Student.predict`` in one worker thread.
+"""HTTP server for a trained student: POST /predict, GET /health, GET /info, and OpenAI-compatible
+/v1/chat/completions, /v1/completions, /v1/models (``openai_api``). Concurrent requests are gathered
+into micro-batches (``batching``) and run through the engine's ``predict`` in one worker thread.
 
     stepdistill serve runs/tiny-causal-svamp-dsbs-s0 --host 127.0.0.1 --port 8000
     curl -s 127.0.0.1:8000/predict -d '{"inputs": [{"body": "Tom has 3 apples and buys 4.", "question": "How many?"}]}'
 
 Request: ``{"input": X}`` or ``{"inputs": [X, ...]}`` with X an object of task fields or a formatted
 string, and optional ``"explain": true``. Answer: ``{"predictions": [{"label", "raw", "rationale"?}, ...]}``
-in input order. Errors answer ``{"error": {"code", "message"}}``: 400 malformed JSON or explain on a
-student without rationales, 413 body / number of inputs / input length over the limits, 422 wrong
-shape or types or missing task fields, 503 queue full. User text is only formatted and tokenized.
+in input order. Errors answer ``{"error": {"message", "type", "param", "code"}}`` (OpenAI's shape): 400
+malformed or too deeply nested JSON or explain on a student without rationales, 401 no/wrong API key,
+408 body not sent within --request-timeout-s, 413 body / number of inputs / input length over the
+limits, 422 wrong shape or types or missing task fields, 429 over --rate-limit, 503 queue full. User
+text is only formatted and tokenized, and never logged.
 """
 
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from stepdistill.errors import StepdistillError
+from stepdistill.serve.batching import ApiError, MicroBatcher
+
+API_KEY_ENV = "STEPDISTILL_API_KEY"
 
 log = logging.getLogger("stepdistill.serve")
 
@@ -41,159 +49,29 @@ class ServeSettings:
     """Most inputs waiting for the model (503 beyond)."""
     batch_size: int = 16
     """Generation batch size inside ``Student.predict`` (inputs are sorted by length first)."""
+    request_timeout_s: float = 30.0
+    """Longest a client may take to send a request's headers and body (the connection is closed, or 408)."""
+    rate_limit: float = 0.0
+    """Requests per second allowed per client address (token bucket; 429 with Retry-After beyond); 0 = off."""
+    rate_burst: int = 10
+    """Requests a client may send at once before ``rate_limit`` applies."""
 
     def problems(self) -> list[str]:
         return [f"--{name.replace('_', '-')} must be positive, got {value}" for name, value in asdict(self).items()
-                if not value > 0]
-
-
-class ApiError(Exception):
-    """An error answered to the client as ``{"error": {"code", "message"}}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-# ---- micro-batching ---------------------------------------------------------------------------------
-
-@dataclass
-class _Pending:
-    inputs: list
-    explain: bool
-    future: asyncio.Future
-
-
-@dataclass
-class BatchStats:
-    requests: int = 0
-    inputs: int = 0
-    batches: int = 0  # calls of Student.predict
-    largest_batch: int = 0
-    model_seconds: float = 0.0
-    queued: int = 0  # inputs waiting now
-    errors: int = 0
-
-    def public(self) -> dict:
-        d = asdict(self)
-        d["model_seconds"] = round(d["model_seconds"], 3)
-        d["inputs_per_batch"] = round(self.inputs / self.batches, 2) if self.batches else None
-        return d
-
-
-class MicroBatcher:
-    """Gathers concurrent ``submit`` calls for up to ``max_wait_ms`` (or ``max_batch`` inputs) and runs
-    them with one ``predict(inputs, explain)`` call per explain flag, in a worker thread, one at a time.
-    While the model runs, new requests queue up and form the next batch."""
-
-    def __init__(self, predict, settings: ServeSettings):
-        self.predict = predict
-        self.settings = settings
-        self.stats = BatchStats()
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._loop(), name="stepdistill-batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-
-    async def submit(self, inputs: list, explain: bool) -> list[dict]:
-        if self._queue is None:
-            raise RuntimeError("MicroBatcher.start() was not awaited")
-        if self.stats.queued + len(inputs) > self.settings.max_queue:
-            raise ApiError(503, "overloaded", f"{self.stats.queued} inputs are waiting for the model (limit "
-                           f"{self.settings.max_queue}); retry later")
-        self.stats.requests += 1
-        self.stats.queued += len(inputs)
-        item = _Pending(inputs, explain, asyncio.get_running_loop().create_future())
-        self._queue.put_nowait(item)
-        return await item.future
-
-    async def _gather(self) -> list[_Pending]:
-        first = await self._queue.get()
-        batch, n = [first], len(first.inputs)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.max_wait_ms / 1000
-        while n < self.settings.max_batch:
-            if self._queue.empty():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            else:
-                item = self._queue.get_nowait()
-            batch.append(item)
-            n += len(item.inputs)
-        return batch
-
-    @property
-    def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def _loop(self) -> None:
-        while True:
-            batch = await self._gather()
-            try:
-                for explain in (False, True):
-                    group = [p for p in batch if p.explain == explain and not p.future.cancelled()]
-                    if group:
-                        await self._run(group, explain)
-            except Exception as exc:  # noqa: BLE001 - a bug here must not leave clients waiting forever
-                log.exception("micro-batch failed")
-                for p in batch:
-                    _settle(p.future, exc=exc)
-            finally:
-                for p in batch:
-                    self.stats.queued -= len(p.inputs)
-
-    async def _run(self, group: list[_Pending], explain: bool) -> None:
-        inputs = [x for p in group for x in p.inputs]
-        t0 = time.perf_counter()
-        try:
-            results = await asyncio.to_thread(self.predict, inputs, explain)
-        except Exception as exc:  # noqa: BLE001 - answered to the clients, never kills the loop
-            if len(group) > 1:  # find whose input failed: run the requests one by one
-                for p in group:
-                    await self._run([p], explain)
-                return
-            self.stats.errors += 1
-            _settle(group[0].future, exc=exc)
-            return
-        finally:
-            self.stats.model_seconds += time.perf_counter() - t0
-        self.stats.batches += 1
-        self.stats.inputs += len(inputs)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(inputs))
-        start = 0
-        for p in group:
-            _settle(p.future, result=results[start:start + len(p.inputs)])
-            start += len(p.inputs)
-
-
-def _settle(future: asyncio.Future, result=None, exc: BaseException | None = None) -> None:
-    if future.done():  # the client went away
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
+                if not (value > 0 or (name == "rate_limit" and value == 0))]
 
 
 # ---- request checking -------------------------------------------------------------------------------
 
-async def read_body(request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before or while reading it."""
+class ClientGone(Exception):
+    """The client closed the connection before its request was read; nobody is left to answer."""
+
+
+async def read_body(request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before or while reading it, and (408)
+    a body still incomplete after ``timeout_s``. Raises :class:`ClientGone` if the client leaves."""
+    from starlette.requests import ClientDisconnect
+
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -201,12 +79,32 @@ async def read_body(request, limit: int) -> bytes:
         if int(declared) > limit:
             raise ApiError(413, "body_too_large", f"request body has {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "body_too_large", f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body was not complete after {timeout_s:g} s") from None
+    except ClientDisconnect:
+        raise ClientGone() from None
     return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """The decoded body, or a 400 (malformed, not UTF-8, or nested too deeply to decode)."""
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body's JSON is nested too deeply") from None
 
 
 REQUEST_KEYS = ("input", "inputs", "explain")
@@ -277,14 +175,38 @@ def check_request(payload: Any, student, settings: ServeSettings) -> tuple[list,
 
 # ---- the app ----------------------------------------------------------------------------------------
 
-def create_app(student, settings: ServeSettings | None = None, info: dict | None = None):
-    """A FastAPI app serving ``student`` (a :class:`stepdistill.student.Student`). ``info`` is merged into
-    GET /info (e.g. ``run_info(path).summary()``)."""
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+               408: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+               429: "rate_limit_error", 503: "server_overloaded"}
+
+
+def error_body(status: int, code: str, message: str, param: str | None = None) -> dict:
+    """The error body of every route, shaped as OpenAI's: ``{"error": {"message", "type", "param", "code"}}``."""
+    kind = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+@dataclass
+class RequestStats:
+    rejected: int = 0  # answered 4xx: malformed, over a limit, unauthorised (counted by the app)
+    failed: int = 0  # answered 5xx
+    client_gone: int = 0  # the client left before its request was read
+
+
+def create_app(student, settings: ServeSettings | None = None, info: dict | None = None, *,
+               api_key: str | None = None, model_name: str | None = None):
+    """A FastAPI app serving ``student`` (a :class:`stepdistill.student.Student`, or any engine with its
+    ``predict``/``task``/``meta``/``can_explain``/``method``). ``info`` is merged into GET /info (e.g.
+    ``run_info(path).summary()``). ``api_key``: every route but /health needs ``Authorization: Bearer KEY``.
+    ``model_name``: the id of GET /v1/models (default: the student's task and method)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from stepdistill.serve.openai_api import add_openai_routes
+    from stepdistill.serve.security import Guard
 
     settings = settings or ServeSettings()
     if settings.problems():
@@ -292,9 +214,12 @@ def create_app(student, settings: ServeSettings | None = None, info: dict | None
     batcher = MicroBatcher(
         lambda inputs, explain: student.predict(inputs, explain=explain, batch_size=settings.batch_size), settings)
     started = time.time()
+    requests = RequestStats()
     base_info = {k: student.meta.get(k) for k in ("task", "method", "labels", "alpha", "student", "family",
                                                    "prompt_format")}
     base_info.update(info or {})
+    base_info["engine"] = getattr(student, "engine", "torch")
+    model_id = model_name or f"{student.meta.get('task')}-{student.meta.get('method')}-student"
 
     @asynccontextmanager
     async def lifespan(app):
@@ -302,11 +227,16 @@ def create_app(student, settings: ServeSettings | None = None, info: dict | None
         yield
         await batcher.stop()
 
-    app = FastAPI(title="stepdistill student", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="stepdistill student", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher
+    app.add_middleware(Guard, api_key=api_key, rate_limit=settings.rate_limit, burst=settings.rate_burst)
 
     def error(status: int, code: str, message: str, headers=None):
-        return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+        if status >= 500:
+            requests.failed += 1
+        else:
+            requests.rejected += 1
+        return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request, exc: ApiError):
@@ -316,54 +246,86 @@ def create_app(student, settings: ServeSettings | None = None, info: dict | None
     async def on_http_error(request, exc):
         return error(exc.status_code, "http_error", str(exc.detail))
 
+    @app.exception_handler(ClientGone)
+    async def on_client_gone(request, exc):
+        requests.client_gone += 1
+        log.info("client left before its request was read")
+        return Response(status_code=400)  # nobody reads it
+
     @app.exception_handler(Exception)
     async def on_crash(request, exc):
         log.exception("prediction failed")
         return error(500, "internal", f"prediction failed: {type(exc).__name__}; see the server log")
 
-    @app.post("/predict")
-    async def predict(request: Request):
-        body = await read_body(request, settings.max_body_bytes)
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    async def answer(payload: Any) -> tuple[list, list[dict], bool]:
+        """(inputs, predictions, explain) for a decoded request body; ApiError for a bad one."""
         inputs, explain = check_request(payload, student, settings)
         try:
-            results = await batcher.submit(inputs, explain)
+            return inputs, await batcher.submit(inputs, explain), explain
         except StepdistillError as exc:
             raise ApiError(422, "invalid_input", str(exc)) from None
+
+    async def read_json(request: Request) -> Any:
+        return parse_json(await read_body(request, settings.max_body_bytes, settings.request_timeout_s))
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        _, results, _ = await answer(await read_json(request))
         return {"predictions": results}
 
     @app.get("/health")
     async def health():
         body = {"status": "ok" if batcher.alive else "error", "uptime_s": round(time.time() - started, 1),
-                "batching": batcher.stats.public()}
+                "batching": batcher.stats.public(), "requests": asdict(requests)}
         return JSONResponse(body, status_code=200 if batcher.alive else 503)
 
     @app.get("/info")
     async def get_info():
-        return {**base_info, "can_explain": student.can_explain, "limits": asdict(settings),
+        return {**base_info, "model": model_id, "can_explain": student.can_explain, "limits": asdict(settings),
                 "batching": batcher.stats.public()}
 
+    add_openai_routes(app, student, model_id, read_json, answer, started)
     return app
 
 
+def api_key_from(flag: str | None) -> str | None:
+    """The API key to require: ``--api-key``, else $STEPDISTILL_API_KEY, else none (an empty one is none)."""
+    return flag or os.environ.get(API_KEY_ENV) or None
+
+
+def uvicorn_config(app, settings: ServeSettings, **kw):
+    """uvicorn settings for ``app``: h11 with a deadline for slow clients (see ``security.guarded_h11``)."""
+    import uvicorn
+
+    from stepdistill.serve.security import guarded_h11
+
+    return uvicorn.Config(app, http=guarded_h11(settings.request_timeout_s), timeout_graceful_shutdown=5, **kw)
+
+
 def serve(path: str, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
-          log_level: str = "info") -> None:
-    """Load the student of a run directory and serve it with uvicorn until interrupted."""
+          log_level: str = "info", *, engine: str = "torch", api_key: str | None = None,
+          model_name: str | None = None, threads: int | None = None, precision: str = "auto") -> None:
+    """Load the student of a run (or exported) directory with ``engine`` and serve it with uvicorn until
+    interrupted. ``api_key`` defaults to $STEPDISTILL_API_KEY."""
     try:
-        import fastapi  # noqa: F401  (build_app imports it; fail here with the install hint)
+        import fastapi  # noqa: F401  (create_app imports it; fail here with the install hint)
         import uvicorn
     except ImportError:
         raise StepdistillError("serving needs fastapi and uvicorn: pip install 'stepdistill[serve]'") from None
 
+    from stepdistill.serve.engines import load_engine
     from stepdistill.serve.info import run_info
-    from stepdistill.student import Student
 
     settings = settings or ServeSettings()
     if settings.problems():
         raise StepdistillError("; ".join(settings.problems()))
-    student = Student.load(path)
-    app = create_app(student, settings, info=run_info(path).summary())
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    api_key = api_key_from(api_key)
+    options = {"precision": precision} if engine == "torch" else {}
+    if precision != "auto" and not options:
+        raise StepdistillError(f"--precision applies to the torch engine; the {engine} engine runs its file as is")
+    student = load_engine(engine, path, threads=threads, **options)
+    info_dir = Path(path).parent if str(path).endswith(".gguf") else path
+    app = create_app(student, settings, info=run_info(info_dir).summary(), api_key=api_key, model_name=model_name)
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s without an API key: anyone who reaches it can call it (--api-key)", host)
+    uvicorn.Server(uvicorn_config(app, settings, host=host, port=port, log_level=log_level)).run()

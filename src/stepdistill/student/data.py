@@ -7,8 +7,9 @@ from pathlib import Path
 
 from stepdistill.config import RunConfig
 from stepdistill.errors import DataError
-from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK
-from stepdistill.student.views import SINGLE_TASK_JOIN, Feature, make_feature
+from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK, rationale_weights
+from stepdistill.student.views import SINGLE_TASK_JOIN, Feature, make_feature, target_overflows
+from stepdistill.student.rationales import length_stats, make_selector, provenance  # noqa: F401 (length_stats: reports)
 from stepdistill.tasks import Example, Task, read_jsonl
 
 
@@ -48,6 +49,23 @@ def attach_rationales(task: Task, examples: list[Example], path: str | Path) -> 
         out.append(replace(ex, teacher_label=label, teacher_rationale=rationale,
                            row={**ex.row, TEACHER_FIELD: rec.get(TEACHER_FIELD) or UNKNOWN_TEACHER}))
     return out, missing
+
+
+def example_views(cfg: RunConfig, tokenizer, text: str, label: str, rationales: list[str], i: int) -> list[Feature]:
+    """The features of example ``i``: single_task, one per rationale (rationale + label); else the label view,
+    then (dsbs) one view per rationale, each weighing ``rationale_weights`` (1/K for per_input)."""
+    s, method, layout = cfg.student, cfg.method.name, cfg.student.prompt_layout
+    weights = rationale_weights([len(rationales)], cfg.data.rationale_weighting)
+    if method == "single_task":
+        return [make_feature(tokenizer, s.family, "rationale", text, r + SINGLE_TASK_JOIN + label, s.max_input_tokens,
+                             s.max_rationale_tokens + s.max_label_tokens, LABEL_TASK, i, layout, w)
+                for r, w in zip(rationales, weights)]
+    views = [make_feature(tokenizer, s.family, "label", text, label, s.max_input_tokens, s.max_label_tokens,
+                          LABEL_TASK, i, layout)]
+    if method == "dsbs":
+        views += [make_feature(tokenizer, s.family, "rationale", text, r, s.max_input_tokens, s.max_rationale_tokens,
+                               RATIONALE_TASK, i, layout, w) for r, w in zip(rationales, weights)]
+    return views
 
 
 def rationale_gaps(cfg: RunConfig, report: dict) -> str | None:
@@ -91,11 +109,14 @@ def teacher_provenance(task: Task, examples: list[Example], uses_teacher: bool =
 
 
 def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tokenizer) -> TrainingData:
-    """Features for ``cfg.method`` over ``examples``, with a report of what the failure policy did."""
+    """Features for ``cfg.method`` over ``examples``, with a report of what the failure policy and the rationale
+    policies did (``report["rationales"]``, from ``student/rationales.py``). An input with K rationales gets
+    one label feature and K rationale features weighted by ``data.rationale_weighting``."""
     method, labels, policy = cfg.method.name, cfg.method.labels, cfg.data.teacher_failures
     s = cfg.student
     needs_rationale = method in ("dsbs", "single_task")
-    needs_teacher = needs_rationale or labels == "teacher"
+    # with other rationales in the pool, a row whose own teacher output failed still has rationales to offer
+    needs_teacher = (needs_rationale and not cfg.data.extra_rationales) or labels == "teacher"
     failed = [ex for ex in examples if ex.teacher_label is None or ex.teacher_rationale is None]
     report = {"rows": len(examples), "teacher_failed": len(failed) if needs_teacher else 0, "policy": policy,
               "rows_dropped": 0, "rationales_dropped": 0}
@@ -107,55 +128,50 @@ def build_training_data(cfg: RunConfig, task: Task, examples: list[Example], tok
         ids = ", ".join(ex.id for ex in failed[:5])
         raise DataError(f"{len(failed)} training rows have no parsable teacher output (e.g. {ids}); set "
                         "data.teacher_failures=drop_rationale or drop_row to train without them")
-    layout = s.prompt_layout
-    kept, features, by_example = [], [], []
+    selector = make_selector(cfg.data, task) if needs_rationale else None
+    kept, features, by_example, chosen = [], [], [], []
     for ex in examples:
         bad = ex.teacher_label is None or ex.teacher_rationale is None
         label = ex.label if labels == "gold" else ex.teacher_label
-        if needs_teacher and bad and (policy == "drop_row" or label is None or method == "single_task"):
+        if needs_teacher and bad and (policy == "drop_row" or label is None or
+                                      (method == "single_task" and not cfg.data.extra_rationales)):
             report["rows_dropped"] += 1
             continue
         if drop_wrong and not bad and not task.answer.correct(ex.teacher_label, ex.label, ex.row):
             report["rationales_wrong_dropped"] += 1
-            if method == "single_task":  # its target is the rationale followed by the label: nothing left
-                report["rows_dropped"] += 1
-                continue
             bad = True  # dsbs: the label task only, as for a rationale that failed to parse
-        i = len(kept)
+        texts = selector.select(ex, teacher_ok=not bad) if selector else []
+        if method == "single_task" and not texts:  # its target is the rationale followed by the label
+            report["rows_dropped"] += 1
+            continue
+        if method == "dsbs" and not texts:
+            report["rationales_dropped"] += 1
+        views = example_views(cfg, tokenizer, ex.input, label, texts, len(kept))
+        by_example.append(list(range(len(features), len(features) + len(views))))
+        features += views
         kept.append(ex)
-        ids = []
-        if method == "single_task":
-            target = ex.teacher_rationale + SINGLE_TASK_JOIN + label
-            ids.append(len(features))
-            features.append(make_feature(tokenizer, s.family, "rationale", ex.input, target, s.max_input_tokens,
-                                         s.max_rationale_tokens + s.max_label_tokens, LABEL_TASK, i, layout))
-        else:
-            ids.append(len(features))
-            features.append(make_feature(tokenizer, s.family, "label", ex.input, label, s.max_input_tokens,
-                                         s.max_label_tokens, LABEL_TASK, i, layout))
-            if method == "dsbs":
-                if ex.teacher_rationale is None or bad:
-                    report["rationales_dropped"] += 1
-                else:
-                    ids.append(len(features))
-                    features.append(make_feature(tokenizer, s.family, "rationale", ex.input, ex.teacher_rationale,
-                                                 s.max_input_tokens, s.max_rationale_tokens, RATIONALE_TASK, i,
-                                                 layout))
-        by_example.append(ids)
+        chosen.append(texts)
     if not kept:
         raise DataError(f"no training rows left for method '{method}' with labels '{labels}' "
                         f"after the teacher-failure policy '{policy}'")
     report["rows_used"] = len(kept)
     report["teacher"] = teacher_provenance(task, kept, needs_teacher)
+    if selector is not None and cfg.data.extra_rationales:  # other teachers' rationales, and whose labels
+        report["teacher"] = provenance(selector, teacher_provenance(task, kept), labels == "teacher")
     report["views"] = len(features)
+    if selector is not None:
+        report["rationales"] = selector.report()
+        if method == "dsbs":  # cut at student.max_rationale_tokens: their ends are not trained
+            report["rationales"]["truncated_to_max_rationale_tokens"] = sum(
+                target_overflows(tokenizer, s.family, text, s.max_rationale_tokens)
+                for texts in chosen for text in texts)
     shared = None
-    if method == "dsbs" and layout == "suffix":
+    if method == "dsbs" and s.prompt_layout == "suffix":
         from stepdistill.student.shared import shared_feature
 
         shared = []
-        for i, (ex, ids) in enumerate(zip(kept, by_example)):
+        for i, (ex, texts) in enumerate(zip(kept, chosen)):
             label = ex.label if labels == "gold" else ex.teacher_label
-            rationale = ex.teacher_rationale if len(ids) == 2 else None
-            shared.append(shared_feature(tokenizer, ex.input, label, rationale, s.max_input_tokens,
-                                         s.max_label_tokens, s.max_rationale_tokens, i))
+            shared.append(shared_feature(tokenizer, ex.input, label, texts, s.max_input_tokens, s.max_label_tokens,
+                                         s.max_rationale_tokens, i, cfg.data.rationale_weighting))
     return TrainingData(kept, features, by_example, report, shared)

@@ -103,6 +103,11 @@ class Student:
         """Prompt ids of ``view`` ("label" or "rationale") in the layout the student was trained with."""
         return [prompt_ids(self.tokenizer, self.family, view, t, max_input_tokens, self.layout) for t in texts]
 
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+        """Greedy continuations of token-id prompts, decoded up to eos. Engines (``serve/engines.py``) that
+        run the model elsewhere override this; everything else (prompts, label parsing) stays here."""
+        return generate(self.model, self.tokenizer, self.family, prompts, max_new_tokens, batch_size)
+
     @property
     def can_explain(self) -> bool:
         return self.method in ("dsbs", "single_task")
@@ -187,7 +192,7 @@ class Student:
                 texts = [self._text_and_row(x)[0] for x in inputs]
                 max_in = int(self.meta.get("max_input_tokens", 256))
                 prompts = self._prompts("rationale", texts, max_in)
-                for res, text in zip(results, generate(self.model, self.tokenizer, self.family, prompts,
+                for res, text in zip(results, self.generate(prompts,
                                                        int(self.meta.get("max_rationale_tokens", 128)), batch_size)):
                     res["rationale"] = text
             return results
@@ -198,19 +203,19 @@ class Student:
         results = [{} for _ in pairs]
         if self.method == "single_task":
             prompts = self._prompts("rationale", [t for t, _ in pairs], max_in)
-            texts = generate(self.model, self.tokenizer, self.family, prompts, rationale_budget + label_budget,
+            texts = self.generate(prompts, rationale_budget + label_budget,
                              batch_size)
             for res, text in zip(results, texts):
                 rationale, answer = split_single_task(text)
                 res.update(raw=answer if answer is not None else text, rationale=rationale, _answer=answer)
         else:
             prompts = self._prompts("label", [t for t, _ in pairs], max_in)
-            texts = generate(self.model, self.tokenizer, self.family, prompts, label_budget, batch_size)
+            texts = self.generate(prompts, label_budget, batch_size)
             for res, text in zip(results, texts):
                 res.update(raw=text.split("\n")[0].strip(), _answer=text.split("\n")[0].strip())
             if explain:
                 prompts = self._prompts("rationale", [t for t, _ in pairs], max_in)
-                for res, text in zip(results, generate(self.model, self.tokenizer, self.family, prompts,
+                for res, text in zip(results, self.generate(prompts,
                                                        rationale_budget, batch_size)):
                     res["rationale"] = text
         for res, (_, row) in zip(results, pairs):

@@ -8,6 +8,9 @@ both views start with the same tokens, and one row can hold ``input | label segm
 * a block attention mask lets the rationale segment see the input and itself, never the label segment;
 * position ids restart at ``len(input)`` for the rationale segment.
 
+With several rationales per input (``data.max_rationales_per_input``), each gets its own segment after the label
+(the same mask rule keeps them apart) and its tokens weigh 1/K (``data.rationale_weighting=per_input``).
+
 The logits at every target position then equal those of the two separate suffix-layout views
 (``views.make_feature(..., layout="suffix")``; up to float
 rounding), so the loss is the same ``alpha * label_loss + (1 - alpha) * rationale_loss`` while the input is
@@ -22,7 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stepdistill.student.losses import IGNORE, LABEL_TASK, RATIONALE_TASK, multitask_loss, token_cross_entropy
+from stepdistill.student.losses import (
+    IGNORE, LABEL_TASK, RATIONALE_TASK, multitask_loss, rationale_weights, token_cross_entropy,
+)
 from stepdistill.student.views import LAYOUTS, _ids, target_ids
 
 SUFFIX_LABEL_MARKER = LAYOUTS["suffix"]["label"][1]
@@ -36,27 +41,34 @@ class SharedFeature:
     input_ids: list[int]  # input, then the label segment, then the rationale segment (may be empty)
     labels: list[int]  # IGNORE except at target tokens
     segment: list[int]  # INPUT_SEGMENT / LABEL_SEGMENT / RATIONALE_SEGMENT per token
-    position_ids: list[int]  # the rationale segment restarts at len(input)
+    position_ids: list[int]  # each segment after the input restarts at len(input)
     example: int
+    weight: list[float] | None = None  # per-token loss weight; None = all 1 (one rationale)
 
 
-def shared_feature(tokenizer, text: str, label: str, rationale: str | None, max_input: int, max_label: int,
-                   max_rationale: int, example: int) -> SharedFeature:
-    """``input | marker + label | marker + rationale`` in one row (no rationale segment when ``rationale`` is None)."""
+def shared_feature(tokenizer, text: str, label: str, rationale: str | list[str] | None, max_input: int,
+                   max_label: int, max_rationale: int, example: int, weighting: str = "per_input") -> SharedFeature:
+    """``input | marker + label | marker + rationale 1 | ... | marker + rationale K`` in one row (no rationale
+    segment when ``rationale`` is None or empty). Rationale k has segment ``RATIONALE_SEGMENT + k``, so it sees
+    the input and itself only; with K > 1 its tokens weigh ``rationale_weights`` (1/K each for per_input)."""
+    rationales = [rationale] if isinstance(rationale, str) else list(rationale or [])
     body = _ids(tokenizer, text)[:max_input]
     p = len(body)
     ids, labels, seg, pos = list(body), [IGNORE] * p, [INPUT_SEGMENT] * p, list(range(p))
-    segments = [(SUFFIX_LABEL_MARKER, label, max_label, LABEL_SEGMENT)]
-    if rationale is not None:
-        segments.append((SUFFIX_RATIONALE_MARKER, rationale, max_rationale, RATIONALE_SEGMENT))
-    for marker, target, budget, kind in segments:
+    segments = [(SUFFIX_LABEL_MARKER, label, max_label, LABEL_SEGMENT, 1.0)]
+    weights = rationale_weights([len(rationales)], weighting)
+    segments += [(SUFFIX_RATIONALE_MARKER, r, max_rationale, RATIONALE_SEGMENT + k, w)
+                 for k, (r, w) in enumerate(zip(rationales, weights))]
+    token_weight = [1.0] * p
+    for marker, target, budget, kind, w in segments:
         m = _ids(tokenizer, marker)
         t = target_ids(tokenizer, "causal", target, budget)
         ids += m + t
         labels += [IGNORE] * len(m) + t
         seg += [kind] * (len(m) + len(t))
         pos += list(range(p, p + len(m) + len(t)))
-    return SharedFeature(ids, labels, seg, pos, example)
+        token_weight += [w] * (len(m) + len(t))
+    return SharedFeature(ids, labels, seg, pos, example, None if all(w == 1.0 for w in weights) else token_weight)
 
 
 def block_mask(segment: torch.Tensor, valid: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
@@ -90,21 +102,28 @@ def collate_shared(features: list[SharedFeature], pad_id: int, dtype=torch.float
         seg[i, :n] = torch.tensor(f.segment)
         pos[i, :n] = torch.tensor(f.position_ids)
         valid[i, :n] = 1
-    return {"input_ids": ids, "position_ids": pos, "labels": labels, "segment": seg,
-            "attention_mask": block_mask(seg, valid, dtype)}
+    batch = {"input_ids": ids, "position_ids": pos, "labels": labels, "segment": seg,
+             "attention_mask": block_mask(seg, valid, dtype)}
+    if any(f.weight is not None for f in features):  # weight [B, T]: several rationales for one input
+        weight = torch.ones((b, width), dtype=torch.float32)
+        for i, f in enumerate(features):
+            if f.weight is not None:
+                weight[i, : len(f.weight)] = torch.tensor(f.weight)
+        batch["weight"] = weight
+    return batch
 
 
 class SharedInputLoss(nn.Module):
     """``forward(**collate_shared(...))`` -> the dsbs loss dict, logits only at target positions.
 
-    Shapes: input_ids/position_ids/labels/segment [B, T], attention_mask [B, 1, T, T]."""
+    Shapes: input_ids/position_ids/labels/segment [B, T], attention_mask [B, 1, T, T], weight [B, T] or None."""
 
     def __init__(self, model, alpha: float):
         super().__init__()
         self.model = model
         self.alpha = alpha
 
-    def forward(self, input_ids, position_ids, labels, segment, attention_mask):
+    def forward(self, input_ids, position_ids, labels, segment, attention_mask, weight=None):
         inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         backbone = getattr(inner, inner.base_model_prefix)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
@@ -114,5 +133,6 @@ class SharedInputLoss(nn.Module):
         logits = inner.get_output_embeddings()(hidden[:, :-1][mask])
         token_losses = token_cross_entropy(logits, shift[mask])
         seg = segment[:, 1:][mask]
-        token_task = torch.where(seg == RATIONALE_SEGMENT, RATIONALE_TASK, LABEL_TASK)
-        return multitask_loss(token_losses, token_task, self.alpha)
+        token_task = torch.where(seg >= RATIONALE_SEGMENT, RATIONALE_TASK, LABEL_TASK)
+        token_weight = None if weight is None else weight[:, 1:][mask]
+        return multitask_loss(token_losses, token_task, self.alpha, token_weight)

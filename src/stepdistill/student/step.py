@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stepdistill.student.losses import IGNORE, multitask_loss, token_cross_entropy
+from stepdistill.student.losses import IGNORE, multitask_loss, per_token, token_cross_entropy
 
 
 def _backbone(model):
@@ -32,25 +32,28 @@ class StudentWithLoss(nn.Module):
         self.target_logits_only = target_logits_only
         self.split_views = split_views
 
-    def forward(self, input_ids, attention_mask, labels, task):
+    def forward(self, input_ids, attention_mask, labels, task, weight=None):
         if self.family == "seq2seq":
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
             mask = labels != IGNORE
             token_losses = token_cross_entropy(logits[mask], labels[mask])
             token_task = task[:, None].expand_as(labels)[mask]
-            return multitask_loss(token_losses, token_task, self.alpha)
+            return multitask_loss(token_losses, token_task, self.alpha, per_token(weight, mask))
         groups = [task == t for t in task.unique().tolist()] if self.split_views else [None]
-        losses, tasks = [], []
+        losses, tasks, weights = [], [], []
         for rows in groups:
-            ids, am, lab, tk = input_ids, attention_mask, labels, task
+            ids, am, lab, tk, wt = input_ids, attention_mask, labels, task, weight
             if rows is not None:  # one view, trimmed to its own longest row (collate pads on the right)
                 width = int(attention_mask[rows].sum(1).max())
                 ids, am, lab, tk = ids[rows, :width], am[rows, :width], lab[rows, :width], tk[rows]
+                wt = None if wt is None else wt[rows]
             shift = lab[:, 1:]
             mask = shift != IGNORE
             losses.append(self._token_losses(ids, am, shift, mask))
             tasks.append(tk[:, None].expand_as(shift)[mask])
-        return multitask_loss(torch.cat(losses), torch.cat(tasks), self.alpha)
+            weights.append(per_token(wt, mask))
+        token_weight = None if weight is None else torch.cat(weights)
+        return multitask_loss(torch.cat(losses), torch.cat(tasks), self.alpha, token_weight)
 
     def _token_losses(self, input_ids, attention_mask, shift, mask):
         """Per-token losses at the target positions ``mask`` [B, T-1] of next-token targets ``shift``."""

@@ -27,6 +27,7 @@ from stepdistill.student.machine import (BF16_ISA, cpu_isa, machine_info, native
 from stepdistill.student.rundir import (CHECKPOINT, check_run_dir, create_run_dir, delete_checkpoint,  # noqa: F401
                                         has_checkpoint, load_checkpoint, save_student, training_finished)
 from stepdistill.student.step import StudentWithLoss, lr_schedule, make_optimizer
+from stepdistill.student.tracking import Trackers, check_trackers
 from stepdistill.student.validation import student_meta, validate  # noqa: F401 (re-exported)
 from stepdistill.student.views import steps_per_epoch
 from stepdistill.tasks import get_task, load_splits
@@ -40,8 +41,12 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Pat
     if resume and training_finished(run_dir) and not has_checkpoint(run_dir):
         return run_dir  # finished before and its checkpoint deleted: nothing left to train
     t = setup(cfg, overwrite=overwrite, resume=resume)
-    train_loop(t)
-    finish(t)
+    try:
+        train_loop(t)
+        finish(t)
+    finally:  # Ctrl-C or an error: the trackers still get what was logged
+        if t.tracker is not None:
+            t.tracker.close()
     return run_dir
 
 
@@ -62,6 +67,7 @@ def setup(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> T
     if cfg.data.rationales:
         train_examples, missing = attach_rationales(task, train_examples, cfg.data.rationales)
     check_run_dir(cfg, run_dir, overwrite, resume)  # read-only: the run directory is written once all is ready
+    check_trackers(cfg.train.report_to)  # a missing package fails now, before the run directory is written
 
     set_seed(cfg.train.seed)
     model, tokenizer = build_student(cfg)
@@ -104,6 +110,8 @@ def setup(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> T
     if accelerator.is_main_process:
         create_run_dir(cfg, run_dir, resume)
     accelerator.wait_for_everyone()
+    if cfg.train.report_to and t.is_main:  # after the run directory exists: trackers write into it
+        t.tracker = Trackers(cfg.train.report_to, run_dir, cfg.to_dict())
     return t
 
 
@@ -174,6 +182,9 @@ def finish(t: Training) -> None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         if not cfg.train.keep_checkpoint:
             delete_checkpoint(run_dir)
+        if t.tracker is not None:
+            t.tracker.close(metrics)
+            t.tracker = None
     t.accelerator.wait_for_everyone()
     if t.world > 1 and torch.distributed.is_initialized():
         # an undestroyed gloo group can abort the process at interpreter exit ("terminate called ...")

@@ -50,6 +50,7 @@ class Feature:
     labels: list[int]  # IGNORE where no loss
     task: int  # LABEL_TASK or RATIONALE_TASK
     example: int  # index of the example it came from
+    weight: float = 1.0  # loss weight of its tokens (1/K for one of an input's K rationales; losses.rationale_weights)
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -72,13 +73,19 @@ def target_ids(tokenizer, family: str, text: str, max_tokens: int) -> list[int]:
     return _ids(tokenizer, lead + text)[:max_tokens] + [tokenizer.eos_token_id]
 
 
+def target_overflows(tokenizer, family: str, text: str, max_tokens: int) -> bool:
+    """Whether ``target_ids`` cuts ``text`` at ``max_tokens`` (its end, often the answer, is then not trained)."""
+    lead = " " if family == "causal" else ""
+    return len(_ids(tokenizer, lead + text)) > max_tokens
+
+
 def make_feature(tokenizer, family: str, view: str, text: str, target: str, max_input: int, max_target: int,
-                 task: int, example: int, layout: str = "prefix") -> Feature:
+                 task: int, example: int, layout: str = "prefix", weight: float = 1.0) -> Feature:
     prompt = prompt_ids(tokenizer, family, view, text, max_input, layout)
     tgt = target_ids(tokenizer, family, target, max_target)
     if family == "causal":
-        return Feature(prompt + tgt, [IGNORE] * len(prompt) + tgt, task, example)
-    return Feature(prompt, tgt, task, example)
+        return Feature(prompt + tgt, [IGNORE] * len(prompt) + tgt, task, example, weight)
+    return Feature(prompt, tgt, task, example, weight)
 
 
 def split_single_task(text: str) -> tuple[str, str | None]:
@@ -90,7 +97,8 @@ def split_single_task(text: str) -> tuple[str, str | None]:
 
 
 def collate(features: list[Feature], pad_id: int, family: str) -> dict[str, torch.Tensor]:
-    """Right-pad a list of features into tensors: input_ids/attention_mask [B, T], labels [B, T or L], task [B]."""
+    """Right-pad a list of features into tensors: input_ids/attention_mask [B, T], labels [B, T or L], task [B],
+    and weight [B] (float32) when a feature weighs other than 1 (several rationales for one input)."""
     width = max(len(f.input_ids) for f in features)
     ids = torch.full((len(features), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(features), width), dtype=torch.long)
@@ -102,7 +110,10 @@ def collate(features: list[Feature], pad_id: int, family: str) -> dict[str, torc
     for i, f in enumerate(features):
         labels[i, : len(f.labels)] = torch.tensor(f.labels)
     task = torch.tensor([f.task for f in features], dtype=torch.long)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "task": task}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "task": task}
+    if any(f.weight != 1.0 for f in features):
+        batch["weight"] = torch.tensor([f.weight for f in features], dtype=torch.float32)
+    return batch
 
 
 def epoch_batches(n_examples: int, lengths: list[int], batch_size: int, seed: int, epoch: int,

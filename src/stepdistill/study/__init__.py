@@ -5,9 +5,10 @@ and records each durably; statistics and the report are pure functions of the re
     stepdistill study configs/studies/esnli_sizes.yaml --dry-run
     stepdistill study my_study.yaml --out studies/my_study --jobs 2
 
-Files: spec.py (spec, grid, cell identity), runner.py (run/skip/record, progress, cost), records.py (the
-durable log), stats.py (McNemar, bootstrap), analysis.py + sentences.py (comparisons and answers), report.py
-(study.json, report.md, plots), legacy.py (benchmarks/quality.py's rows as records).
+Files: spec.py (spec, grid, cell identity), runner.py (run/skip/record, progress, cost), restore.py
+(--restore: retrain cells whose per-row results are lost), records.py (the
+durable log), stats.py (McNemar, bootstrap), analysis.py + pairs.py + sentences.py (comparisons and answers),
+report.py + tables.py (study.json, report.md, plots), legacy.py (benchmarks/quality.py's rows as records).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 
 def run(spec_path: str | Path, out: str | Path | None = None, *, jobs: int = 1, dry_run: bool = False,
-        report_only: bool = False) -> Path:
-    """Run (or with ``report_only`` only report) the study of ``spec_path``; returns the output folder."""
+        report_only: bool = False, restore: bool = False) -> Path:
+    """Run (or with ``report_only`` only report; with ``restore`` retrain the cells whose per-row results are
+    lost) the study of ``spec_path``; returns the output folder."""
     from stepdistill.study.legacy import import_reused
     from stepdistill.study.records import RecordLog
     from stepdistill.study.report import write_report
@@ -27,7 +29,7 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, jobs: int = 1, 
     spec = load_spec(spec_path)
     out = Path(out) if out else Path("studies") / spec.name
     if not report_only:
-        run_study(spec, out, jobs=jobs, dry_run=dry_run)
+        run_study(spec, out, jobs=jobs, dry_run=dry_run, restore=restore)
         if dry_run:
             return out
     out.mkdir(parents=True, exist_ok=True)

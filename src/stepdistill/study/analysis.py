@@ -60,8 +60,12 @@ def summarise(rs: list[dict]) -> dict:
     return out
 
 
-def analyse_group(records: list[dict], baseline: str, same: tuple | None, known: list[dict]) -> dict:
-    """One group's tuned and same-settings tables, every arm against ``baseline``."""
+def analyse_group(records: list[dict], baseline: str, same: tuple | None, known: list[dict],
+                  compare: dict[str, str] | None = None) -> dict:
+    """One group's tuned and same-settings tables, every arm against ``baseline``; every shared setting of each
+    arm against its reference arm (``compare``, else the baseline); each arm at equal epoch budgets."""
+    from stepdistill.study.pairs import equal_budget, shared_settings
+
     by_arm: dict[str, list[dict]] = {}
     for r in records:
         by_arm.setdefault(r["arm"], []).append(r)
@@ -87,19 +91,24 @@ def analyse_group(records: list[dict], baseline: str, same: tuple | None, known:
                 if arm != baseline and (vs := versus(rs_same, base_same, known)):
                     same_table[arm]["vs_baseline"] = vs
     task, student, size, common = group_key(records[0])
+    reference = {arm: (compare or {}).get(arm, baseline) for arm in by_arm}
     return {"task": task, "student": student, "train_size": size, "common": list(common), "baseline": baseline,
             "tuned": tuned, "same_settings": {"lr": same[0] if same else None, "epochs": same[1] if same else None,
-                                              "arms": same_table}}
+                                              "arms": same_table},
+            "shared_settings": shared_settings(by_arm, reference, known),
+            "equal_budget": [c for arm, rs in by_arm.items() if arm != baseline and reference[arm] == baseline
+                             for c in equal_budget(arm, rs, by_arm.get(baseline, []), known)]}
 
 
 def analyse(records: list[dict], baseline: str, same_settings: dict | None = None, known: list[dict] = (),
-            teacher: dict | None = None) -> dict:
-    """Every group's comparisons, the curves and the answers. ``teacher``: {name, accuracy} for the line."""
+            teacher: dict | None = None, compare: dict[str, str] | None = None) -> dict:
+    """Every group's comparisons, the curves and the answers. ``teacher``: {name, accuracy} for the line;
+    ``compare``: arm -> the arm its shared settings are compared with (default: the baseline)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault(group_key(r), []).append(r)
     same = (float(same_settings["lr"]), float(same_settings["epochs"])) if same_settings else None
-    out = [analyse_group(rs, baseline, same, list(known))
+    out = [analyse_group(rs, baseline, same, list(known), compare)
            for _, rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], size_order(kv[0][2]), kv[0][3]))]
     teacher = teacher or teacher_from(records)
     return {"baseline": baseline, "teacher": teacher, "groups": out, "curves": curves(out),

@@ -32,10 +32,11 @@ class RecordLog:
 
     def load(self) -> list[dict]:
         """Every complete record, each with its ``correct`` map (test row id -> bool) or {} when not kept; of
-        two records of one cell (a cell recorded twice by concurrent runs), the first counts."""
+        two records of one cell (a cell recorded twice by concurrent runs), the first counts, unless the later one
+        is a retrained cell (``replaced``: ``stepdistill study --restore``), which takes the earlier one's place."""
         if not self.path.is_file():
             return []
-        records, seen = [], set()
+        records, seen = [], {}
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
@@ -46,8 +47,10 @@ class RecordLog:
             elif "comparison" in rec:
                 self.comparisons.append(rec["comparison"])
             elif rec.get("cell") and rec["cell"] not in seen:
-                seen.add(rec["cell"])
+                seen[rec["cell"]] = len(records)
                 records.append(decode(rec, self.id_lists))
+            elif rec.get("cell") and "replaced" in rec:
+                records[seen[rec["cell"]]] = decode(rec, self.id_lists)
         return records
 
     def append(self, record: dict) -> None:

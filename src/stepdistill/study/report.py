@@ -12,22 +12,29 @@ from pathlib import Path
 from stepdistill.study.analysis import analyse, size_order
 from stepdistill.study.sentences import interval_text, pct
 from stepdistill.study.spec import size_tag
+from stepdistill.study.tables import equal_budget_table, machines_line, shared_table
 
 
-def write_report(spec, records: list[dict], known: list[dict], out: Path) -> dict:
-    """Write study.json, report.md and the plots under ``out``; returns the summary."""
-    result = analyse(records, spec.baseline, spec.same_settings, known, spec.teacher)
-    plots = plot_sizes(result, out) + plot_students(result, out)
+def write_report(spec, records: list[dict], known: list[dict], out: Path, stem: str | None = None,
+                 extra: list[str] = ()) -> dict:
+    """Write study.json, report.md and the plots under ``out`` (``<stem>.json``, ``<stem>.md`` and plots named
+    ``<stem>_*.png`` when given), ``extra`` markdown lines at the end; returns the summary."""
+    result = analyse(records, spec.baseline, spec.same_settings, known, spec.teacher, spec.compare)
+    prefix = f"{stem}_" if stem else ""
+    plots = plot_sizes(result, out, prefix) + plot_students(result, out, prefix)
     summary = {"study": spec.name, "spec": str(spec.path), "description": spec.description,
-               "grid": {"methods": spec.methods, "baseline": spec.baseline, "train_sizes": spec.train_sizes,
+               "grid": {"methods": spec.methods, "baseline": spec.baseline, "compare": spec.compare,
+                        "train_sizes": spec.train_sizes,
                         "students": spec.students, "seeds": spec.seeds, "lrs": spec.lrs, "epochs": spec.epochs,
                         "set": spec.set},
                "records": [{k: v for k, v in r.items() if k != "correct"} for r in records],
                **result, "plots": plots}
-    tmp = out / "study.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    tmp.replace(out / "study.json")
-    (out / "report.md").write_text("\n".join(markdown(spec, result, records, plots)) + "\n")
+    json_name, md_name = (f"{stem}.json", f"{stem}.md") if stem else ("study.json", "report.md")
+    for name, text in [(json_name, json.dumps(summary, indent=1, default=str)),
+                       (md_name, "\n".join(markdown(spec, result, records, plots) + list(extra)) + "\n")]:
+        tmp = out / f"{name}.tmp"  # a kill never leaves half a report
+        tmp.write_text(text)
+        tmp.replace(out / name)
     return summary
 
 
@@ -37,7 +44,7 @@ def markdown(spec, result: dict, records: list[dict], plots: list[str]) -> list[
              f"{len(records)} cells recorded. Arms: " + ", ".join(f"`{a}` ({' '.join(o) or 'base config'})"
                                                                 for a, o in spec.methods.items())
              + f"; baseline `{spec.baseline}`. Seeds {spec.seeds}, lr {spec.lrs}, epochs {spec.epochs}"
-             + (f"; every cell with `{' '.join(spec.set)}`" if spec.set else "") + ".",
+             + (f"; every cell with `{' '.join(spec.set)}`" if spec.set else "") + ". " + machines_line(records),
              "", "Tuned = lr and epochs picked per arm on validation (most seeds, best mean validation accuracy); "
              "test accuracy is read only for that pick and for the same-settings comparison. Accuracy in %, mean "
              "± sample sd over seeds. Δ: vs the baseline, paired by seed, with a 95% bootstrap interval over "
@@ -64,6 +71,7 @@ def markdown(spec, result: dict, records: list[dict], plots: list[str]) -> list[
         lines += ["", "Validation grid: " + "; ".join(
             f"{arm}: " + ", ".join(f"{k} {pct(v['valid_mean'])} ({v['seeds']} seeds)" for k, v in t["grid"].items())
             for arm, t in g["tuned"].items()), ""]
+    lines += equal_budget_table(result["groups"], spec.baseline) + shared_table(result["groups"])
     return [x for x in lines if x is not None]
 
 
@@ -78,7 +86,7 @@ def _pyplot():
     return plt
 
 
-def plot_sizes(result: dict, out: Path) -> list[str]:
+def plot_sizes(result: dict, out: Path, prefix: str = "") -> list[str]:
     """accuracy vs training examples, a line per arm with error bars over seeds, the teacher as a line."""
     plt = _pyplot()
     curves = {k: v for k, v in result["curves"].items()
@@ -105,13 +113,13 @@ def plot_sizes(result: dict, out: Path) -> list[str]:
         ax.set_title(key.split(" | ")[0] + ": " + key.split(" | ")[1] + " student", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        names.append("accuracy_vs_examples.png" if i == 0 else f"accuracy_vs_examples_{i}.png")
+        names.append(prefix + ("accuracy_vs_examples.png" if i == 0 else f"accuracy_vs_examples_{i}.png"))
         fig.savefig(out / names[-1], dpi=120)
         plt.close(fig)
     return names
 
 
-def plot_students(result: dict, out: Path) -> list[str]:
+def plot_students(result: dict, out: Path, prefix: str = "") -> list[str]:
     """accuracy vs student (in the spec's order) on the largest training set, a line per arm."""
     plt = _pyplot()
     students = list(dict.fromkeys(g["student"] for g in result["groups"]))
@@ -134,6 +142,6 @@ def plot_students(result: dict, out: Path) -> list[str]:
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_student.png", dpi=120)
+    fig.savefig(out / f"{prefix}accuracy_vs_student.png", dpi=120)
     plt.close(fig)
-    return ["accuracy_vs_student.png"]
+    return [f"{prefix}accuracy_vs_student.png"]

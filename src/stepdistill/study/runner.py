@@ -157,21 +157,26 @@ class Progress:
         self.show()
 
 
-def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = False) -> list[dict]:
-    """Run the missing cells of ``spec`` (recording each in ``out/records.jsonl``); the study's records."""
+def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = False,
+              restore: bool = False) -> list[dict]:
+    """Run the missing cells of ``spec`` (recording each in ``out/records.jsonl``), or with ``restore`` retrain
+    the recorded ones whose per-row results are lost (``study.restore``); the study's records."""
+    from stepdistill.study import restore as restoring
     from stepdistill.study.legacy import import_reused
 
     log = RecordLog(out / "records.jsonl")
     records = log.load()
     cells = spec.cells()
     import_reused(spec, cells, records, None if dry_run else log)
-    done = {r["cell"] for r in records}
-    todo = []
-    for c in cells:  # two arms that resolve to the same config share their cells: run once
-        if c.cid not in done:
-            done.add(c.cid)
-            todo.append(c)
-    done = {r["cell"] for r in records}
+    old: dict[str, dict] = {}
+    if restore:
+        todo, old = restoring.plan(cells, records, log.comparisons, dry_run)
+    else:
+        done, todo = {r["cell"] for r in records}, []
+        for c in cells:  # two arms that resolve to the same config share their cells: run once
+            if c.cid not in done:
+                done.add(c.cid)
+                todo.append(c)
     total = len({c.cid for c in cells})
     estimates = [estimate_seconds(c, records) for c in todo]
     known = [e for e in estimates if e is not None]
@@ -185,25 +190,32 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     runs_dir = Path(spec.runs_dir) if spec.runs_dir else out / "runs"
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     progress = Progress(total, total - len(todo), jobs, estimates)
+
+    def keep(rec: dict) -> None:  # durably recorded before the next cell starts
+        if rec["cell"] in old:
+            rec = restoring.replacing(rec, old[rec["cell"]])
+            records[:] = [r for r in records if r["cell"] != rec["cell"]]
+        log.append(rec)
+        records.append(rec)
+
     if jobs <= 1:
         for cell in todo:
             progress.start(cell.label())
             t0 = time.time()
-            rec = run_cell(spec, cell, runs_dir, threads)
-            log.append(rec)
-            records.append(rec)
+            keep(run_cell(spec, cell, runs_dir, threads))
             progress.finish(cell.label(), time.time() - t0)
     else:
-        records += run_parallel(spec, todo, runs_dir, threads, jobs, log, progress)
+        run_parallel(spec, todo, runs_dir, threads, jobs, keep, progress)
     return [r for r in records if r["cell"] in {c.cid for c in cells}]
 
 
-def run_parallel(spec, todo, runs_dir, threads, jobs, log, progress) -> list[dict]:
-    """Cells in ``jobs`` spawned processes, ``threads`` torch threads each; this process alone writes records."""
+def run_parallel(spec, todo, runs_dir, threads, jobs, keep, progress) -> None:
+    """Cells in ``jobs`` spawned processes, ``threads`` torch threads each; this process alone records them
+    (``keep``)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    out, pending, queue = [], {}, list(todo)
+    pending, queue = {}, list(todo)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         while queue or pending:
             while queue and len(pending) < jobs:
@@ -213,11 +225,8 @@ def run_parallel(spec, todo, runs_dir, threads, jobs, log, progress) -> list[dic
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 cell, t0 = pending.pop(fut)
-                rec = fut.result()
-                log.append(rec)
-                out.append(rec)
+                keep(fut.result())
                 progress.finish(cell.label(), time.time() - t0)
-    return out
 
 
 __all__ = ["run_study", "run_cell", "estimate_seconds", "Progress", "size_tag"]

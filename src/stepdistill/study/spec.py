@@ -12,6 +12,7 @@ Spec keys (paths are relative to the spec file)::
       dsbs: [method.name=dsbs]
       dsbs_alpha0.8: [method.name=dsbs, method.alpha=0.8]
     baseline: standard_ft           # every arm is compared with this one
+    compare: {dsbs_alpha0.8: dsbs}  # ... and at every shared setting with this arm instead (a variant vs its arm)
     train_sizes: [250, 500, 0.5]    # counts or fractions of the pool (null: the whole pool)
     students: [smollm2-135m]        # student.name values (default: the base config's)
     seeds: [0, 1]
@@ -23,8 +24,11 @@ Spec keys (paths are relative to the spec file)::
 
 A cell's identity is a hash of its resolved run config and of the data files it names (a custom task and its
 JSONL files, ``data.rationales``) (``identity``), so a cell finished by any study (or imported) with the same
-settings and data is never trained again, and one whose data changed is. Paths inside ``--set`` overrides are
-read as on the command line (relative to the working directory).
+settings and data is never trained again, and one whose data changed is. Paths in the spec are relative to the
+spec file, wherever the study is run from: ``config``, ``reuse``, ``runs_dir`` and the path settings in ``set`` and
+the arms' overrides (``data.task`` naming a task file, ``data.rationales``, ``data.data_dir``, ``student.name``
+naming a local model folder or .gguf). A path setting counts in the identity by its file's name and content, not
+where it lies.
 """
 
 from __future__ import annotations
@@ -32,18 +36,37 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from stepdistill.errors import ConfigError, StepdistillError
 
-KEYS = {"name", "config", "set", "methods", "baseline", "train_sizes", "students", "seeds", "lrs", "epochs",
-        "same_settings", "teacher", "reuse", "runs_dir", "description"}
+KEYS = {"name", "config", "set", "methods", "baseline", "compare", "train_sizes", "students", "seeds", "lrs",
+        "epochs", "same_settings", "teacher", "reuse", "runs_dir", "description"}
 # settings that cannot change what a cell computes, or that name where it is, not what it is
 NOT_IDENTITY = {"output_dir", "data.data_dir", "train.keep_checkpoint", "train.checkpoint_every",
-                "train.num_threads", "train.compile"}
+                "train.num_threads", "train.compile", "train.report_to"}
+# settings whose value may be a path: read relative to the spec file (``anchor``)
+PATH_SETTINGS = {"data.task", "data.rationales", "data.extra_rationales", "data.data_dir", "student.name"}
+
+
+def anchor(override: str, base: Path) -> str:
+    """``override`` with a relative path value made relative to ``base`` (the spec's folder). ``data.task`` and
+    ``student.name`` are paths only where they name a file or folder there (else a built-in task, a student alias
+    or a hub name)."""
+    key, sep, value = override.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or key not in PATH_SETTINGS or value in ("", "null", "~") or Path(value).is_absolute():
+        return override
+    anchored = base / value
+    if key in ("data.task", "student.name") and not anchored.exists() and not (
+            key == "data.task" and value.endswith((".yaml", ".yml"))):
+        return override
+    return f"{key}={os.path.normpath(anchored)}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,7 @@ class StudySpec:
     students: list[str] = field(default_factory=list)
     set: list[str] = field(default_factory=list)
     same_settings: dict | None = None
+    compare: dict[str, str] = field(default_factory=dict)
     teacher: dict | None = None
     reuse: list[Path] = field(default_factory=list)
     runs_dir: str | None = None
@@ -115,14 +139,40 @@ class StudySpec:
             raise ConfigError(f"{self.path}: {'; '.join(exc.problems)}") from None
 
 
-def identity(cfg) -> str:
-    """A stable hash of everything in a run config that can change its results."""
+# Settings whose default changed since identities were first recorded, with their former default. A cell counts
+# a setting in its identity when it differs from this baseline, so a cell recorded under the old default keeps
+# its identity and one run under the new default gets a new one. tests/test_study.py's defaults snapshot fails
+# until a changed default is added here.
+FORMER_DEFAULTS: dict[str, Any] = {}
+
+
+def flat_settings(cfg) -> dict[str, Any]:
+    """A run config as ``{"section.key": value}``."""
     flat = {}
     for section, values in cfg.to_dict().items():
         for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
             flat[section if key is None else f"{section}.{key}"] = value
-    flat = {k: v for k, v in flat.items() if k not in NOT_IDENTITY}
+    return flat
+
+
+@functools.lru_cache(maxsize=1)
+def identity_baseline() -> dict[str, Any]:
+    from stepdistill.config import RunConfig
+
+    return {**flat_settings(RunConfig()), **FORMER_DEFAULTS}
+
+
+def identity(cfg) -> str:
+    """A stable hash of the settings of a run config that can change its results and differ from their defaults
+    (plus the content of the data files it names). A setting at its default is left out, so a setting added later
+    with a default that keeps the old behaviour leaves every recorded cell's identity as it was."""
+    base = identity_baseline()
+    flat = {k: v for k, v in flat_settings(cfg).items()
+            if k not in NOT_IDENTITY and (k not in base or v != base[k])}
     files = input_files(cfg)
+    for key in ("data.task", "data.rationales"):  # a data file counts by its name and content (below)
+        if flat.get(key) and Path(flat[key]).is_file():
+            flat[key] = Path(flat[key]).name
     if files:  # a custom task or rationale file edited in place is another cell
         flat["input_files"] = {str(f): file_digest(str(f), *stat_key(f)) for f in files}
     return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -175,7 +225,7 @@ def load_spec(path: str | Path) -> StudySpec:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study spec must be a mapping")
     problems = [f"unknown key '{k}' (known: {', '.join(sorted(KEYS))})" for k in sorted(set(raw) - KEYS)]
-    base = path.parent
+    base = path.resolve().parent  # a spec object does not depend on the working directory
     config = base / str(raw.get("config", ""))
     if "config" not in raw or not config.is_file():
         problems.append(f"config: base run config {config} does not exist" if "config" in raw
@@ -184,11 +234,18 @@ def load_spec(path: str | Path) -> StudySpec:
     if not isinstance(methods, dict) or not methods:
         problems.append("methods: a mapping of arm name -> list of --set overrides is required")
         methods = {}
-    methods = {str(k): [str(x) for x in (v or [])] if isinstance(v, list) else [str(v)] if v else []
+    methods = {str(k): [anchor(str(x), base) for x in (v if isinstance(v, list) else [v] if v else [])]
                for k, v in methods.items()}
     baseline = str(raw.get("baseline", next(iter(methods), "")))
     if methods and baseline not in methods:
         problems.append(f"baseline: '{baseline}' is not one of the methods ({', '.join(methods)})")
+    compare = raw.get("compare") or {}
+    if not isinstance(compare, dict):
+        problems.append("compare: a mapping of arm -> the arm it is compared with at every shared setting")
+        compare = {}
+    compare = {str(k): str(v) for k, v in compare.items()}
+    problems += [f"compare: '{a}' is not one of the methods ({', '.join(methods)})" for a in
+                 dict.fromkeys([*compare, *compare.values()]) if methods and a not in methods]
     lists = {}
     for key, kind, default in [("seeds", int, [0]), ("lrs", float, None), ("epochs", float, None),
                                ("train_sizes", None, [None]), ("students", str, None)]:
@@ -209,9 +266,11 @@ def load_spec(path: str | Path) -> StudySpec:
     spec = StudySpec(path=path, name=str(raw.get("name", path.stem)), config=config, methods=methods,
                      baseline=baseline, seeds=lists["seeds"], lrs=lists["lrs"] or [], epochs=lists["epochs"] or [],
                      train_sizes=lists["train_sizes"], students=lists["students"] or [],
-                     set=[str(x) for x in raw.get("set") or []], same_settings=raw.get("same_settings"),
-                     teacher=raw.get("teacher"), reuse=[base / p for p in raw.get("reuse") or []],
-                     runs_dir=raw.get("runs_dir"), description=str(raw.get("description", "")))
+                     set=[anchor(str(x), base) for x in raw.get("set") or []],
+                     same_settings=raw.get("same_settings"), compare=compare, teacher=raw.get("teacher"),
+                     reuse=[base / p for p in raw.get("reuse") or []],
+                     runs_dir=str(base / raw["runs_dir"]) if raw.get("runs_dir") else None,
+                     description=str(raw.get("description", "")))
     cfg = spec.resolve(spec.set)
     spec.lrs = spec.lrs or [cfg.train.lr]
     spec.epochs = spec.epochs or [float(cfg.train.epochs)]

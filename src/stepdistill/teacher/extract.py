@@ -27,7 +27,8 @@ from stepdistill.teacher.backends import (
 )
 from stepdistill.teacher.cost import Budget, Prices, money, stored_cost
 from stepdistill.teacher.parsing import OK, STATUSES, parse_official, official_correct, parse_output
-from stepdistill.teacher.prompts import build_template
+from stepdistill.student.rationales import length_stats
+from stepdistill.teacher.prompts import build_template, display_answer
 from stepdistill.teacher.store import RationaleStore, TeacherRecord
 
 SPLITS = ("pool", "train", "valid", "test")
@@ -76,6 +77,9 @@ class ExtractConfig:
     """Price per million completion tokens."""
     max_cost: float | None = None
     """Stop before the money spent on this store's answers (for this task, prompt and teacher) could pass this."""
+    rationalize: bool = False
+    """Show the gold answer after each input and ask the teacher to explain it (its own prompt hash); exported
+    rows say ``rationalized: true``. Training splits only: the rationales have seen the answer."""
 
     def out_dir(self, task_name: str) -> Path:
         return Path(self.out or f"runs/teacher/{task_name}")
@@ -116,6 +120,8 @@ def validate(cfg: ExtractConfig) -> None:
         problems.append("--max-cost needs --price-in and/or --price-out (per million tokens) and must be >= 0")
     if any(p is not None and p < 0 for p in (cfg.price_in, cfg.price_out)):
         problems.append("--price-in and --price-out must be >= 0")
+    if cfg.rationalize and cfg.split == "test":
+        problems.append("--rationalize shows the gold answer to the teacher: use it on training rows, not --split test")
     if cfg.teacher.backend not in TEACHERS:
         problems.append(f"--teacher: unknown backend '{cfg.teacher.backend}'; known: {', '.join(TEACHERS.names())}")
     if problems:
@@ -250,7 +256,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     backend = create_teacher(cfg.teacher, task)
     external = backend.prompt_text()
     if external is None:
-        template = build_template(task, cfg.exemplars)
+        template = build_template(task, cfg.exemplars, rationalize=cfg.rationalize)
         prompt_text, prompt_hash = template.text(cfg.teacher.mode), template.hash_for(cfg.teacher.mode)
         if not template.exemplars:
             log(f"warning: task '{task.name}' has no teacher exemplars, so the prompt is zero-shot; for better "
@@ -259,6 +265,9 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     else:
         import hashlib
 
+        if cfg.rationalize:
+            raise ConfigError(f"--rationalize needs a teacher that is prompted by stepdistill; '{cfg.teacher.backend}' "
+                              "brings its own outputs")
         template = None
         prompt_text, prompt_hash = external, hashlib.sha256(external.encode()).hexdigest()[:16]
     bars: list[Progress] = []  # once the bar is up, the backend's messages print above it
@@ -282,7 +291,8 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
         for ex in examples:
             for s in range(cfg.samples):
                 if (ex.id, s) not in have:
-                    prompt = template.render(ex.input) if template else None
+                    gold = display_answer(task, ex.label, ex.row) if cfg.rationalize else None
+                    prompt = template.render(ex.input, gold) if template else None
                     jobs.append(Job(example=ex, sample_index=s, prompt=prompt,
                                     seed=job_seed(cfg.teacher.seed, ex.id, s)))
         total = len(examples) * cfg.samples
@@ -307,11 +317,14 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     records = [r for r in records if r.example_id in wanted and r.sample_index < cfg.samples]
     report = summarize(task, examples, records, cfg.samples)
     report.update(teacher=teacher, prompt_hash=prompt_hash, split=cfg.split, filter=cfg.filter,
-                  asked_this_run=len(jobs) - budget.not_asked, stored_this_run=stored, failed_this_run=len(failures),
-                  failures=failures[:20], seconds=round(elapsed, 2), settings=cfg.teacher.public())
+                  rationalize=cfg.rationalize, asked_this_run=len(jobs) - budget.not_asked, stored_this_run=stored,
+                  failed_this_run=len(failures), failures=failures[:20], seconds=round(elapsed, 2),
+                  settings=cfg.teacher.public())
     if cfg.split == "train":  # the student's data.train_size and train.seed these rows are for
         report.update(train_size=cfg.train_size, train_seed=cfg.seed)
-    export_rows = export(task, examples, records, cfg.filter)
+    export_rows = export(task, examples, records, cfg.filter, cfg.rationalize)
+    report["rationale_words_exported"] = length_stats(len((r["teacher_rationale"] or "").split()) for r in export_rows
+                                                      if r["teacher_parse_ok"])
     report["exported"] = len(export_rows)
     report["cost"] = budget.summary(len(examples) * cfg.samples, len(records))
     if budget.not_asked:
@@ -383,14 +396,18 @@ def summarize(task: Task, examples: list[Example], records: list[TeacherRecord],
         "agreement_with_vote": pct(n_agree, n_parsed_samples),
         "prompt_tokens": sum(r.prompt_tokens or 0 for r in records),
         "completion_tokens": sum(r.completion_tokens or 0 for r in records),
+        "rationale_words": length_stats(len(r.rationale.split()) for r in records if r.status == OK and r.rationale),
     }
     if official:
         report["accuracy_official_parser_first_sample"] = pct(n_official, n)
     return report
 
 
-def export(task: Task, examples: list[Example], records: list[TeacherRecord], policy: str) -> list[dict]:
-    """One row per example for the student stage (``data.rationales``), chosen by ``policy``."""
+def export(task: Task, examples: list[Example], records: list[TeacherRecord], policy: str,
+           rationalized: bool = False) -> list[dict]:
+    """One row per example for the student stage (``data.rationales``), chosen by ``policy``. With several
+    samples, ``rationales`` lists every parsed one (the pick first), which ``data.max_rationales_per_input``
+    trains on."""
     by_id: dict[str, list[TeacherRecord]] = {}
     for r in records:
         by_id.setdefault(r.example_id, []).append(r)
@@ -427,7 +444,13 @@ def export(task: Task, examples: list[Example], records: list[TeacherRecord], po
             "teacher": pick.teacher,
             "prompt_hash": pick.prompt_hash,
             "teacher_output": pick.raw_output,
+            "rationalized": rationalized,
         })
+        if len(recs) > 1:
+            rows[-1]["rationales"] = [
+                {"text": r.rationale, "answer": r.label, "correct": task.answer.correct(r.label, ex.label, ex.row),
+                 "words": len(r.rationale.split()), "sample_index": r.sample_index}
+                for r in sorted(ok, key=lambda r: r is not pick) if r.rationale]
     return rows
 
 

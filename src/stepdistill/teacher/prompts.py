@@ -42,6 +42,38 @@ INSTRUCTIONS = {
                "no units).",
 }
 
+# --rationalize (STaR's rationalization; Magister et al.; SCOTT): the gold answer is shown with each question and
+# the teacher explains it. Per answer kind: the instruction, and the hint put after every input (exemplars too).
+RATIONALIZE_INSTRUCTIONS = {
+    "classification": "The correct answer is given after each question. Explain in one or two short sentences "
+                      "why it is correct, then finish with \"So the answer is <label>.\" where <label> is one of: "
+                      "{labels}.",
+    "multiple_choice": "The correct answer is given after each multiple-choice question. Explain in one or two "
+                       "short sentences why it is the best choice, then finish with \"So the answer is (<letter>) "
+                       "<choice>.\"",
+    "equation": "The correct answer is given after each math word problem. Explain step by step how to get it from "
+                "the numbers in the problem, then finish with \"So the answer is (<equation>).\" where <equation> uses "
+                "only numbers from the problem and + - * /.",
+}
+RATIONALIZE_HINTS = {
+    "classification": "(The correct answer is {answer}. Explain why.)",
+    "multiple_choice": "(The correct answer is {answer}. Explain why.)",
+    "equation": "(The correct answer is {answer}. Explain how to get it.)",
+}
+
+
+def hint_answer(kind: str, answer: str) -> str:
+    """The answer as a hint shows it: an equation task shows its value (``( 84.0 / 2.0 )`` -> ``42``), so the
+    teacher still writes the equation; other kinds show the answer as the exemplars write it."""
+    if kind != "equation":
+        return answer
+    from stepdistill.safe_math import try_eval
+
+    value = try_eval(answer)
+    if value is None:
+        return answer
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
 
 @dataclass(frozen=True)
 class Exemplar:
@@ -64,6 +96,15 @@ class PromptTemplate:
     instruction: str
     exemplars: tuple[Exemplar, ...]
     source: str  # where the exemplars came from
+    rationalize: bool = False  # the gold answer is shown after each input (extract --rationalize)
+    kind: str = "classification"  # the task's answer kind (picks the rationalize hint)
+
+    def hint(self, answer: str) -> str:
+        """The line after an input in rationalize mode ('' otherwise)."""
+        if not self.rationalize:
+            return ""
+        hint = RATIONALIZE_HINTS.get(self.kind, RATIONALIZE_HINTS["classification"])
+        return "\n" + hint.format(answer=hint_answer(self.kind, answer))
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -71,22 +112,29 @@ class PromptTemplate:
         return ("\nQ:", "\n\nQ:")
 
     def header(self) -> str:
-        blocks = [f"Q: {e.input}\nA: {e.rationale} {ANSWER_PREFIX} {e.answer}.\n\n" for e in self.exemplars]
+        blocks = [f"Q: {e.input}{self.hint(e.answer)}\nA: {e.rationale} {ANSWER_PREFIX} {e.answer}.\n\n"
+                  for e in self.exemplars]
         return self.instruction + "\n\n" + "".join(blocks)
 
-    def render(self, input_text: str) -> Prompt:
-        text = self.header() + f"Q: {input_text}\nA:"
+    def render(self, input_text: str, answer: str | None = None) -> Prompt:
+        """The prompt for one input; in rationalize mode ``answer`` (the gold answer, as ``display_answer``
+        writes it) is shown after it."""
+        if self.rationalize and not answer:
+            raise ValueError("a rationalize prompt needs the gold answer")
+        query = input_text + (self.hint(answer) if self.rationalize else "")
+        text = self.header() + f"Q: {query}\nA:"
         messages: list[dict[str, str]] = [{"role": "system", "content": self.instruction}]
         for e in self.exemplars:
-            messages.append({"role": "user", "content": e.input})
+            messages.append({"role": "user", "content": e.input + self.hint(e.answer)})
             messages.append({"role": "assistant", "content": f"{e.rationale} {ANSWER_PREFIX} {e.answer}."})
-        messages.append({"role": "user", "content": input_text})
+        messages.append({"role": "user", "content": query})
         return Prompt(text=text, messages=tuple(messages))
 
     def text(self, mode: str = "completion") -> str:
         """The full template (version, mode, header and query format) as recorded with the outputs; in chat
         mode the instruction is the system turn and each exemplar a user/assistant pair."""
-        return f"[{PROMPT_VERSION}; {mode}]\n" + self.header() + "Q: {input}\nA:"
+        query = "Q: {input}" + (self.hint("{answer}") if self.rationalize else "") + "\nA:"
+        return f"[{PROMPT_VERSION}; {mode}{'; rationalize' if self.rationalize else ''}]\n" + self.header() + query
 
     def hash_for(self, mode: str = "completion") -> str:
         return hashlib.sha256(self.text(mode).encode("utf-8")).hexdigest()[:16]
@@ -141,13 +189,16 @@ def load_exemplars(task: Task, path: str | Path | None = None) -> tuple[tuple[Ex
     return tuple(out), str(chosen)
 
 
-def build_template(task: Task, exemplars_path: str | Path | None = None) -> PromptTemplate:
+def build_template(task: Task, exemplars_path: str | Path | None = None, rationalize: bool = False) -> PromptTemplate:
+    """The task's few-shot prompt; ``rationalize``: the variant that shows the gold answer (its own hash)."""
     exemplars, source = load_exemplars(task, exemplars_path)
     kind = task.answer.kind
-    instruction = INSTRUCTIONS.get(kind, INSTRUCTIONS["classification"])
+    table = RATIONALIZE_INSTRUCTIONS if rationalize else INSTRUCTIONS
+    instruction = table.get(kind, table["classification"])
     if kind == "classification":
         instruction = instruction.format(labels=", ".join(task.answer.labels))
-    return PromptTemplate(task=task.name, instruction=instruction, exemplars=exemplars, source=source)
+    return PromptTemplate(task=task.name, instruction=instruction, exemplars=exemplars, source=source,
+                          rationalize=rationalize, kind=kind)
 
 
 def template_record(template: PromptTemplate) -> str:

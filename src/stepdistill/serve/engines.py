@@ -1,0 +1,243 @@
+"""Engines: what does the math behind ``stepdistill serve --engine NAME``. The server and ``Student`` keep
+task formatting, validation, prompts, label parsing, micro-batching and limits; an engine is a ``Student``
+whose ``generate`` (greedy continuations of token-id prompts) runs elsewhere.
+
+    stepdistill serve runs/tiny-causal-svamp-dsbs-s0 --engine torch
+    stepdistill export runs/svamp-smollm2 exported/svamp --gguf && stepdistill serve exported/svamp --engine llamacpp
+    stepdistill export runs/svamp-smollm2 exported/svamp --onnx && stepdistill serve exported/svamp --engine onnx
+
+- ``torch``: the PyTorch student with a lean greedy loop over the KV cache (causal students; same tokens as
+  ``generate``), precision ``auto`` (bf16 where the device has bf16 units), and label scoring where the
+  run's validation showed scoring at least as accurate as generation (or the student's own setting).
+- ``llamacpp``: the exported GGUF in-process through ``llama-cpp-python``, fed the exact prompt token ids
+  (so the piece-by-piece tokenization of training is kept); prefixes shared with the previous prompt are
+  reused. Sequences run one after another within a micro-batch; labels are always generated.
+- ``onnx``: the label-only ONNX graph of ``export --onnx`` via onnxruntime (no KV cache: short labels).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from stepdistill.errors import StepdistillError
+from stepdistill.registry import Registry
+from stepdistill.student import Student
+
+log = logging.getLogger("stepdistill.serve")
+LLAMA_PIP = "pip install llama-cpp-python"
+
+
+def _meta_and_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    from stepdistill.student.predict import META_FILE
+
+    return json.loads((model_dir / META_FILE).read_text()), AutoTokenizer.from_pretrained(str(model_dir))
+
+
+class GeneratingOnly(Student):
+    """A student whose engine only generates: a student trained to score labels generates them instead."""
+
+    def label_scoring(self, scoring: str | None = None) -> str:
+        if scoring == "score":
+            raise StepdistillError(f"the {self.engine} engine generates labels; it cannot score them")
+        return "generate"
+
+
+class LlamaCppStudent(GeneratingOnly):
+    engine = "llamacpp"
+
+    def __init__(self, gguf: Path, tokenizer, meta: dict, threads: int | None = None, n_ctx: int = 2048):
+        try:
+            import llama_cpp
+        except ImportError:
+            raise StepdistillError(f"the llamacpp engine needs llama-cpp-python: {LLAMA_PIP}") from None
+        super().__init__(None, tokenizer, meta)
+        if meta.get("label_scoring") == "score":
+            log.warning("this student picks labels by scoring; the llamacpp engine generates them (labels can differ)")
+        self.gguf = gguf
+        self.llm = llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_batch=512, n_threads=threads, verbose=False)
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+        eos = {self.tokenizer.eos_token_id, self.llm.token_eos()}
+        out = []
+        for prompt in prompts:
+            tokens: list[int] = []
+            if max_new_tokens > 0:
+                for tok in self.llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
+                                             reset=True):
+                    if tok in eos:
+                        break
+                    tokens.append(tok)
+                    if len(tokens) >= max_new_tokens:
+                        break
+            out.append(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
+        return out
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def find_gguf(path: str | Path) -> Path:
+    """The .gguf file given, or the one .gguf file of an export directory."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise StepdistillError(f"{path} does not exist")
+        return path
+    found = sorted(path.glob("*.gguf")) + sorted((path / "model").glob("*.gguf"))
+    if len(found) != 1:
+        what = "no .gguf file" if not found else f"{len(found)} .gguf files ({', '.join(p.name for p in found)})"
+        raise StepdistillError(f"{path} has {what}; export one with `stepdistill export RUN OUT --gguf`, or give "
+                               "the .gguf file itself")
+    return found[0]
+
+
+def _llamacpp(path: str | Path, threads: int | None = None) -> Student:
+    gguf = find_gguf(path)
+    meta, tok = _meta_and_tokenizer(gguf.parent)
+    return LlamaCppStudent(gguf, tok, meta, threads=threads)
+
+
+class OnnxStudent(GeneratingOnly):
+    engine = "onnx"
+
+    def __init__(self, export_dir: Path, meta: dict, threads: int | None = None):
+        from stepdistill.serve.onnx import OnnxLabeler
+
+        self.labeler = OnnxLabeler(export_dir, threads=threads)
+        super().__init__(None, self.labeler.tokenizer, meta)
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+        out: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            for tokens in self.labeler.generate(prompts[start:start + batch_size], max_new_tokens):
+                out.append(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
+        return out
+
+
+def _onnx(path: str | Path, threads: int | None = None) -> Student:
+    from stepdistill.student.predict import find_model_dir
+
+    model_dir = find_model_dir(path)
+    meta, _ = _meta_and_tokenizer(model_dir)
+    return OnnxStudent(model_dir, meta, threads=threads)
+
+
+def greedy_causal(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy continuations of a causal LM, as ``model.generate`` gives them, without its per-step machinery:
+    left-padded prompts, one forward for the prompts (logits of the last position only), then one token per
+    step through the KV cache, stopping when every row has written eos."""
+    import torch
+    from transformers import DynamicCache
+
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out = [""] * len(prompts)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]):] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = DynamicCache()  # filled in place by each forward
+            step = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                         logits_to_keep=1)
+            written, done = [], torch.zeros(len(idx), dtype=torch.bool, device=device)
+            for n in range(max_new_tokens):
+                nxt = step.logits[:, -1].argmax(-1).masked_fill(done, pad)
+                written.append(nxt)
+                done |= nxt == eos
+                if bool(done.all()) or n == max_new_tokens - 1:
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                pos = pos[:, -1:] + 1
+                step = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, cache=cache,
+                             use_cache=True)
+            tokens = torch.stack(written, 1).tolist() if written else [[] for _ in idx]
+            for row, i in enumerate(idx):
+                t = tokens[row]
+                t = t[: t.index(eos)] if eos in t else t
+                out[i] = tokenizer.decode(t, skip_special_tokens=True).strip()
+    return out
+
+
+class TorchStudent(Student):
+    """The PyTorch student with the lean greedy loop for causal models (``generate`` for seq2seq), and label
+    scoring by default where the run's validation showed it at least as accurate as generation."""
+
+    engine = "torch"
+    validated_scoring: str | None = None
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+        if self.family != "causal":
+            return super().generate(prompts, max_new_tokens, batch_size)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return greedy_causal(self.model, self.tokenizer, prompts, max_new_tokens, batch_size)
+        finally:
+            self.model.train(was_training)
+
+    def label_scoring(self, scoring: str | None = None) -> str:
+        return super().label_scoring(scoring or self.validated_scoring)
+
+
+def validated_scoring(student: Student, metrics: dict | None) -> str | None:
+    """"score" when the run's metrics.json has validation accuracy for both ways of picking labels and
+    scoring is at least as accurate (classification and multiple-choice students), else None."""
+    if not metrics or student.method == "single_task" or student.task.answer.kind not in (
+            "classification", "multiple_choice"):
+        return None
+    own = student.meta.get("label_scoring") or "generate"
+    acc = {(m.get("label_scoring") or (key.split(":", 1)[1] if ":" in key else own)): m.get("accuracy")
+           for key, m in metrics.items() if (key == "valid" or key.startswith("valid:")) and isinstance(m, dict)}
+    if acc.get("score") is not None and acc.get("generate") is not None and acc["score"] >= acc["generate"]:
+        return "score"
+    return None
+
+
+def resolve_dtype(precision: str) -> str:
+    """``auto``: bfloat16 where the CPU (or GPU) has bf16 units, else float32; or the dtype named."""
+    import torch
+
+    if precision == "auto":
+        from stepdistill.student.machine import native_bf16
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return "bfloat16" if native_bf16(device) else "float32"
+    if precision not in ("float32", "bfloat16", "float16"):
+        raise StepdistillError(f"--precision must be auto, float32, bfloat16 or float16, got '{precision}'")
+    return precision
+
+
+def _torch(path: str | Path, threads: int | None = None, precision: str = "auto") -> Student:
+    from stepdistill.serve.info import run_info
+
+    student = TorchStudent.load(path, dtype=resolve_dtype(precision))
+    student.validated_scoring = validated_scoring(student, run_info(path).metrics)
+    if student.validated_scoring:
+        log.info("labels are scored (validation: scoring at least as accurate as generation)")
+    return student
+
+
+ENGINES = Registry("engine")
+ENGINES.register("torch", _torch)
+ENGINES.register("llamacpp", _llamacpp)
+ENGINES.register("onnx", _onnx)
+
+
+def load_engine(name: str, path: str | Path, threads: int | None = None, **options) -> Student:
+    """The student of run (or exported) directory ``path``, with engine ``name`` doing the math; ``options``
+    go to the engine (torch: ``precision``)."""
+    student = ENGINES.get(name)(path, threads=threads, **options)
+    student.engine = name
+    return student

@@ -1,0 +1,76 @@
+"""The report's tables beyond the tuned one, from ``analysis.analyse`` groups: every shared setting (each arm vs
+its reference arm at the same lr and epochs, seed for seed, with training time: the variant tables) and the
+equal-epoch-budget comparison; and which machines trained the cells.
+
+    from stepdistill.study.tables import shared_table, equal_budget_table
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from stepdistill.study.sentences import interval_text, pct
+from stepdistill.study.spec import size_tag
+
+
+def group_title(g: dict) -> str:
+    return f"{g['task']}, {g['student']}, {size_tag(g['train_size'])}" + (" *" if g["common"] else "")
+
+
+def seconds(x) -> str:
+    return "–" if x is None else f"{x:.0f}"
+
+
+def shared_table(groups: list[dict]) -> list[str]:
+    """Each arm against its reference arm at every (lr, epochs) both ran, whether or not validation picked it."""
+    lines = []
+    for g in groups:
+        for c in sorted(g["shared_settings"], key=lambda c: (c["vs_arm"], c["epochs"], c["lr"], c["arm"])):
+            lines.append(f"| {group_title(g)} | {c['arm']} vs {c['vs_arm']} | {c['lr']:g}, {c['epochs']:g} | "
+                         f"{c['seeds']} | {pct(c['base_test_mean'])} | {pct(c['test_mean'])} | "
+                         f"{interval_text(c['vs'])} | {seconds(c['base_train_seconds'])} → "
+                         f"{seconds(c['train_seconds'])} |")
+    if not lines:
+        return []
+    return ["## Every shared setting: each arm vs its reference arm at the same lr and epochs", "",
+            "Seed for seed, every (lr, epochs) both arms were run with, whether or not validation picked it; means "
+            "over the shared seeds only. The reference arm is the baseline, or the one the spec's `compare` names "
+            "(a variant against the arm it varies). Train s: mean training seconds per run.", "",
+            "| task, student, rows | arm vs reference | lr, epochs | seeds | reference test | arm test | Δ | "
+            "train s/run (reference → arm) |", "|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def equal_budget_table(groups: list[dict], baseline: str) -> list[str]:
+    """Each arm against the baseline at each epoch budget both ran, the lr tuned per arm within it."""
+    lines = []
+    for g in groups:
+        for c in sorted(g["equal_budget"], key=lambda c: (c["arm"], c["epochs"])):
+            lines.append(f"| {group_title(g)} | {c['arm']} | {c['epochs']:g}{' (picked)' if c['picked'] else ''} | "
+                         f"{c['base_lr']:g} / {c['lr']:g} | {c['seeds']} | "
+                         f"{pct(c['base_valid_mean'])} / {pct(c['valid_mean'])} | {pct(c['base_test_mean'])} | "
+                         f"{pct(c['test_mean'])} | {interval_text(c['vs'])} |")
+    if not lines:
+        return []
+    return [f"## Tuned at an equal epoch budget: each arm vs {baseline}", "",
+            "At each epoch budget both were run with, each arm's lr is picked on its own validation scores within "
+            "that budget. `picked`: the budget chosen jointly on validation (most shared seeds, then the best sum "
+            "of both validation means, then fewer epochs), so both get the same budget, unlike the tuned table, "
+            "where each arm picks its own. Means over the shared seeds.", "",
+            f"| task, student, rows | arm | epochs | lr ({baseline} / arm) | seeds | valid ({baseline} / arm) | "
+            f"{baseline} test | arm test | Δ |", "|---|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def machines_line(records: list[dict]) -> str:
+    """Which CPUs trained the cells: the same cell gives other numbers on another CPU model or thread count, and
+    bf16 cells run several times slower on a CPU without bf16 units."""
+    from stepdistill.student.machine import BF16_ISA
+
+    seen = Counter()
+    for r in records:
+        for m in r.get("machines") or [None]:
+            if m is None:
+                seen["not recorded"] += 1
+                continue
+            units = "" if "isa" not in m else ", bf16 units" if BF16_ISA & set(m["isa"]) else ", no bf16 units"
+            seen[f"{m['cpu']}{units}, {m['threads']} thread{'s' * (m['threads'] != 1)}, torch {m['torch']}"] += 1
+    return "Trained on: " + "; ".join(f"{k} ({n} cells)" for k, n in seen.most_common()) + "."

@@ -1,0 +1,85 @@
+"""Engines behind one server: the same student through onnxruntime and llama.cpp answers like PyTorch,
+and the server (OpenAI routes included) is the same whatever engine does the math."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from serve_helpers import TEXTS, ThreadServer, lively_bpe_dir, lively_model_dir
+
+from stepdistill.errors import StepdistillError
+from stepdistill.serve.engines import ENGINES, load_engine
+from stepdistill.serve.export import export
+from stepdistill.serve.server import create_app
+from stepdistill.student import Student
+
+
+def test_unknown_engine_names_the_known_ones(tmp_path):
+    with pytest.raises(StepdistillError, match="known: llamacpp, onnx, torch"):
+        load_engine("vllm", tmp_path)
+    assert set(ENGINES.names()) >= {"torch", "llamacpp", "onnx"}
+
+
+def test_onnx_engine_gives_the_torch_labels(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model_dir = lively_model_dir(tmp_path)
+    out = export(model_dir, tmp_path / "out", onnx=True)
+    engine = load_engine("onnx", out.out)
+    want = Student.load(model_dir).predict(TEXTS)
+    assert engine.predict(TEXTS, batch_size=2) == want
+    with pytest.raises(StepdistillError, match="cannot score"):
+        engine.predict(TEXTS, scoring="score")
+
+
+def test_server_with_the_llamacpp_engine_answers_openai_clients(tmp_path):
+    pytest.importorskip("llama_cpp")
+    out = export(lively_bpe_dir(tmp_path, "llama"), tmp_path / "out", gguf="f16")
+    engine = load_engine("llamacpp", out.out)
+    try:
+        want = engine.predict([TEXTS[0]], explain=True)[0]
+        with ThreadServer(create_app(engine, model_name="m")) as url:
+            client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+            r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": TEXTS[0]}],
+                                               extra_body={"explain": True})
+            assert httpx.get(url + "/info").json()["engine"] == "llamacpp"
+        assert r.model_extra["stepdistill"]["raw"] == want["raw"]
+        assert r.choices[0].message.model_extra["reasoning_content"] == want["rationale"]
+        assert r.usage.prompt_tokens > 0
+    finally:
+        engine.close()
+
+
+# ---- the torch engine's lean greedy loop ----------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["prefix", "suffix"])
+def test_torch_engine_gives_the_labels_and_rationales_of_generate(tmp_path, layout):
+    model_dir = lively_model_dir(tmp_path, layout=layout)
+    fast = load_engine("torch", model_dir, precision="float32")
+    slow = Student.load(model_dir)
+    inputs = TEXTS + [t.replace("apples", "pears") for t in TEXTS]
+    for batch_size in (1, 3):
+        assert fast.predict(inputs, explain=True, batch_size=batch_size) == slow.predict(inputs, explain=True,
+                                                                                         batch_size=batch_size)
+    assert fast.predict(TEXTS, max_new_tokens=1) == slow.predict(TEXTS, max_new_tokens=1)
+
+
+def test_torch_engine_on_a_seq2seq_student_uses_generate(tmp_path):
+    model_dir = lively_model_dir(tmp_path, family="seq2seq")
+    assert load_engine("torch", model_dir, precision="float32").predict(TEXTS) == Student.load(model_dir).predict(
+        TEXTS)
+
+
+def test_label_scoring_is_the_default_where_validation_showed_it_no_worse():
+    from types import SimpleNamespace
+
+    from stepdistill.serve.engines import validated_scoring
+    from stepdistill.tasks import get_task
+
+    s = SimpleNamespace(method="dsbs", task=get_task("esnli"), meta={"label_scoring": "generate"})
+    both = {"valid": {"accuracy": 0.80, "label_scoring": "generate"}, "valid:score": {"accuracy": 0.81}}
+    assert validated_scoring(s, both) == "score"
+    assert validated_scoring(s, {**both, "valid:score": {"accuracy": 0.79}}) is None
+    assert validated_scoring(s, {"valid": {"accuracy": 0.8}}) is None  # scoring was never validated
+    assert validated_scoring(SimpleNamespace(**{**vars(s), "task": get_task("svamp")}), both) is None
+    assert validated_scoring(SimpleNamespace(**{**vars(s), "method": "single_task"}), both) is None
