@@ -133,19 +133,13 @@ def greedy_causal(model, tokenizer, prompts: list[list[int]], max_new_tokens: in
     import torch
     from transformers import DynamicCache
 
+    from stepdistill.student.predict import decode_until_eos, padded_batches
+
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out = [""] * len(prompts)
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]):] = 1
+        for idx, ids, mask in padded_batches(prompts, batch_size, pad, left=True):
             ids, mask = ids.to(device), mask.to(device)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = DynamicCache()  # filled in place by each forward
@@ -164,9 +158,7 @@ def greedy_causal(model, tokenizer, prompts: list[list[int]], max_new_tokens: in
                              use_cache=True)
             tokens = torch.stack(written, 1).tolist() if written else [[] for _ in idx]
             for row, i in enumerate(idx):
-                t = tokens[row]
-                t = t[: t.index(eos)] if eos in t else t
-                out[i] = tokenizer.decode(t, skip_special_tokens=True).strip()
+                out[i] = decode_until_eos(tokenizer, tokens[row])
     return out
 
 

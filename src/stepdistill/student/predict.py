@@ -29,39 +29,43 @@ def find_model_dir(path: str | Path) -> Path:
                            f"(no {META_FILE}); train one with `stepdistill train CONFIG`")
 
 
+def padded_batches(prompts: list[list[int]], batch_size: int, pad: int, left: bool):
+    """Token-id prompts in batches of similar length: yields (positions in ``prompts``, ids, attention mask), the
+    ids padded with ``pad`` on the left (causal models continue from the prompt's end) or on the right."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            span = slice(width - len(prompts[i]), width) if left else slice(0, len(prompts[i]))
+            ids[row, span] = torch.tensor(prompts[i])
+            mask[row, span] = 1
+        yield idx, ids, mask
+
+
+def decode_until_eos(tokenizer, tokens: list[int]) -> str:
+    eos = tokenizer.eos_token_id
+    return tokenizer.decode(tokens[: tokens.index(eos)] if eos in tokens else tokens, skip_special_tokens=True).strip()
+
+
 def generate(model, tokenizer, family: str, prompts: list[list[int]], max_new_tokens: int,
              batch_size: int) -> list[str]:
     """Greedy generation for token-id prompts, batched by length; returns decoded continuations."""
-    pad = tokenizer.pad_token_id
-    eos = tokenizer.eos_token_id
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     out: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                p = prompts[i]
-                if family == "causal":  # left padding so generation continues from the prompt
-                    ids[row, width - len(p):] = torch.tensor(p)
-                    mask[row, width - len(p):] = 1
-                else:
-                    ids[row, : len(p)] = torch.tensor(p)
-                    mask[row, : len(p)] = 1
+        for idx, ids, mask in padded_batches(prompts, batch_size, pad, left=family == "causal"):
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                  max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                  pad_token_id=pad, eos_token_id=eos)
-            new = gen[:, width:] if family == "causal" else gen
+            new = gen[:, ids.shape[1]:] if family == "causal" else gen
             for row, i in enumerate(idx):
-                tokens = new[row].tolist()
-                if eos in tokens:
-                    tokens = tokens[: tokens.index(eos)]
-                out[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                out[i] = decode_until_eos(tokenizer, new[row].tolist())
     model.train(was_training)
     return out
 
