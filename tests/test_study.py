@@ -188,6 +188,20 @@ def test_a_setting_added_at_its_default_leaves_recorded_identities_as_they_were(
         spec_mod.identity_baseline.cache_clear()
 
 
+def test_cell_identity_changes_when_a_local_dataset_folder_changes(tmp_path):
+    from stepdistill.config import load_config
+    from stepdistill.study.spec import identity
+
+    (tmp_path / "ds" / "train").mkdir(parents=True)
+    data = tmp_path / "ds" / "train" / "data-00000-of-00001.arrow"
+    data.write_bytes(b"first")
+    task = tmp_path / "task.yaml"
+    task.write_text("name: mine\ntype: classification\nlabels: [a, b]\ninput_template: '{text}'\ndataset: ds\n")
+    cfg = load_config(None, [f"data.task={task}"])
+    before = identity(cfg)
+    data.write_bytes(b"second, edited in place")
+    assert identity(cfg) != before
+
 def test_config_defaults_match_the_snapshot_identities_rest_on():
     """Cell identities leave out settings at their default, so changing an existing default would let a cell run
     under the new default match a record made under the old one. Such a change must pin the former default in

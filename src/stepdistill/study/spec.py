@@ -185,10 +185,13 @@ def input_files(cfg) -> list[Path]:
     if cfg.data.task.endswith((".yaml", ".yml")) and task.is_file():
         out.append(task)
         try:
-            listed = (yaml.safe_load(task.read_text(encoding="utf-8")) or {}).get("files") or {}
+            raw = yaml.safe_load(task.read_text(encoding="utf-8")) or {}
+            listed, dataset = raw.get("files") or {}, raw.get("dataset")
         except (yaml.YAMLError, AttributeError):
-            listed = {}
+            listed, dataset = {}, None
         out += [task.parent / str(f) for f in (listed.values() if isinstance(listed, dict) else [])]
+        if isinstance(dataset, str) and (task.parent / dataset).is_dir():  # a local datasets folder: every file
+            out += sorted(f for f in (task.parent / dataset).rglob("*") if f.is_file())
     if cfg.data.rationales:
         out.append(Path(cfg.data.rationales))
     return [f for f in out if f.is_file()]
