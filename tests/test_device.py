@@ -92,6 +92,24 @@ def test_checkpoint_written_anywhere_loads_on_the_cpu(tmp_path):
     assert state == {"step": 1} and torch.equal(other.weight, model.weight)
 
 
+@pytest.mark.parametrize("cuda, expected", [(True, "cuda"), (False, "cpu")])
+def test_a_loaded_student_runs_on_the_gpu_when_torch_sees_one(monkeypatch, tmp_path, cuda, expected):
+    """Evaluation after GPU training ran on the CPU: Student.load kept the model there."""
+    import json
+
+    from stepdistill.student import models, predict
+
+    class Model(torch.nn.Linear):
+        def to(self, *args, **kwargs):
+            self.moved_to = args[0]
+            return self
+
+    (tmp_path / "stepdistill.json").write_text(json.dumps({"family": "causal", "method": "dsbs", "task": "svamp", "prompt_format": 1}))
+    monkeypatch.setattr(models, "load_pretrained", lambda family, path, dtype: (Model(2, 2), None))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert predict.Student.load(tmp_path).model.moved_to == expected
+    assert predict.Student.load(tmp_path, device="cpu").model.moved_to == "cpu"
+
 class _nothing:
     def __enter__(self):
         return self

@@ -90,7 +90,9 @@ class Student:
         self.task = task
 
     @classmethod
-    def load(cls, path: str | Path, dtype: str = "float32") -> "Student":
+    def load(cls, path: str | Path, dtype: str = "float32", device: str | None = None) -> "Student":
+        """``device``: where the model runs; default the GPU where torch sees one (evaluation after GPU training
+        runs there too), else the CPU. Prediction and label scoring follow the model's device."""
         from stepdistill.student.models import load_pretrained
 
         model_dir = find_model_dir(path)
@@ -100,7 +102,7 @@ class Student:
         except ValueError as exc:
             raise StepdistillError(f"{model_dir}: {exc}") from None
         model, tok = load_pretrained(meta["family"], str(model_dir), dtype)
-        model.eval()
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         return cls(model, tok, meta)
 
     def _prompts(self, view: str, texts: list[str], max_input_tokens: int) -> list[list[int]]:
