@@ -97,8 +97,11 @@ def rows_needed(groups: list[dict], records: list[dict], baseline: str, known: l
                 evidence.append({"task": task, "student": student, "arm": arm, "train_size": g["train_size"],
                                  "baseline_train_size": top["train_size"], **vs})
             else:
-                sentences.append(f"{arm} matches {baseline} on {rows_text(top)} ({task}, {student}) with no smaller "
-                                 "training set tried (the interval of the difference lies below 0 at each).")
+                tried = [rows_text(g) for g in gs[:-1] if arm in g["tuned"]]
+                sentences.append(
+                    f"{arm} does not match {baseline} on {rows_text(top)} with fewer rows ({task}, {student}): the "
+                    f"interval of the difference lies below 0 on each smaller training set tried ({', '.join(tried)})."
+                    if tried else f"{arm}: no training set smaller than {rows_text(top)} was tried ({task}, {student}).")
     if not sentences:
         return None
     return {"question": "How many labelled rows does each arm need?", "answer": " ".join(sentences),
