@@ -60,13 +60,24 @@ def upgrade_legacy(result: dict) -> dict:
     return result
 
 
-def matmul_peak(threads: int, n: int = 2048, dtype=torch.float32, reps: int = 5, device="cpu") -> float:
+def matmul_peak(threads: int, n: int = 2048, dtype=torch.float32, reps: int = 5, device="cpu",
+                budget_s: float = 0.5) -> float:
     """Best-of-``reps`` FLOP/s of an n x n @ n x n matmul at ``threads`` threads (on ``device``; a GPU
-    gets n = 8192, since 2048 would not fill it)."""
+    gets n = 8192, since 2048 would not fill it). On a CPU a 256 probe first shrinks n so that one matmul takes
+    about ``budget_s`` at most: bf16 on a CPU without bf16 units runs at a few GFLOP/s, where a 2048 matmul took
+    minutes for the whole measurement."""
     device = torch.device(device)
-    n = 8192 if device.type == "cuda" else n
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
+    if device.type == "cuda":
+        n = 8192
+    else:
+        probe = torch.randn(256, 256, dtype=dtype)
+        probe @ probe
+        t0 = now(device)
+        probe @ probe
+        rate = 2 * 256 ** 3 / max(now(device) - t0, 1e-9)
+        n = min(n, max(256, int((budget_s * rate / 2) ** (1 / 3)) // 64 * 64))
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
