@@ -393,18 +393,24 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config (or start from defaults when ``path`` is None) and apply ``--set`` overrides."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise StepdistillError(f"config file {path} does not exist (presets are in configs/)")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of sections")
+    raw = {} if path is None else read_yaml_mapping(path, "config file", "a config must be a mapping of sections",
+                                                      " (presets are in configs/)")
     return from_dict(apply_overrides(raw, overrides or []))
+
+
+def read_yaml_mapping(path: str | Path, what: str, must: str, hint: str = "") -> dict:
+    """A YAML file that must hold a mapping (a run config, a distill config, a study spec); one-line errors name
+    the file: missing (``what`` and ``hint`` say which and where examples are), not YAML, or ``must``."""
+    path = Path(path)
+    if not path.is_file():
+        raise StepdistillError(f"{what} {path} does not exist{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {must}")
+    return raw
 
 
 def settings_differ(saved: dict, cfg: RunConfig) -> list[str]:

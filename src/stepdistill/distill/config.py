@@ -24,10 +24,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from stepdistill.config import RunConfig, _coerce, apply_overrides, from_dict
-from stepdistill.errors import ConfigError, StepdistillError
+from stepdistill.config import RunConfig, _coerce, apply_overrides, from_dict, read_yaml_mapping
+from stepdistill.errors import ConfigError
 from stepdistill.teacher.backends import TeacherSettings
 
 DEFAULT_METHODS = ("dsbs", "standard")
@@ -182,14 +181,7 @@ def _check_teacher(cfg: DistillConfig) -> None:
 def load(path: str | Path, overrides: list[str] | None = None) -> DistillConfig:
     """Read a distill YAML and apply ``--set section.key=value`` overrides."""
     path = Path(path)
-    if not path.is_file():
-        raise StepdistillError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a distill config must be a mapping")
+    raw = read_yaml_mapping(path, "config file", "a distill config must be a mapping")
     return build(apply_overrides(raw, overrides or []), path.parent.resolve())
 
 

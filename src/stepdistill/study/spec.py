@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from stepdistill.errors import ConfigError, StepdistillError
+from stepdistill.errors import ConfigError
 
 KEYS = {"name", "config", "set", "methods", "baseline", "compare", "train_sizes", "students", "seeds", "lrs",
         "epochs", "same_settings", "teacher", "reuse", "runs_dir", "description"}
@@ -218,15 +218,10 @@ def size_tag(n) -> str:
 
 def load_spec(path: str | Path) -> StudySpec:
     """Read and check a study spec; every problem is gathered into one ConfigError naming the file."""
+    from stepdistill.config import read_yaml_mapping
+
     path = Path(path)
-    if not path.is_file():
-        raise StepdistillError(f"study spec {path} does not exist (examples: configs/studies/)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a study spec must be a mapping")
+    raw = read_yaml_mapping(path, "study spec", "a study spec must be a mapping", " (examples: configs/studies/)")
     problems = [f"unknown key '{k}' (known: {', '.join(sorted(KEYS))})" for k in sorted(set(raw) - KEYS)]
     base = path.resolve().parent  # a spec object does not depend on the working directory
     config = base / str(raw.get("config", ""))

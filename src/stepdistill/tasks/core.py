@@ -241,12 +241,9 @@ def parse_json_line(line: str | bytes) -> Any:
         raise ValueError("invalid JSON (nested too deeply)") from None
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, object)``; malformed lines (bad JSON, not UTF-8, not an object) raise
-    :class:`DataError` naming ``file:line``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+def json_lines(path: Path) -> Iterator[tuple[int, dict | None, str]]:
+    """Yield ``(line number, object, problem)`` for each non-blank line of a JSON Lines file (``.gz`` too): the
+    object and "" for a good line, None and what is wrong (bad JSON, not UTF-8, not an object) for a bad one."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -255,10 +252,22 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             try:
                 obj = parse_json_line(line)
             except ValueError as exc:
-                raise DataError(f"{path}:{lineno}: {exc}") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {_json_type(obj)}")
-            yield lineno, obj
+                yield lineno, None, str(exc)
+                continue
+            ok = isinstance(obj, dict)
+            yield lineno, obj if ok else None, "" if ok else f"expected a JSON object, got {_json_type(obj)}"
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, object)``; malformed lines (bad JSON, not UTF-8, not an object) raise
+    :class:`DataError` naming ``file:line``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    for lineno, obj, problem in json_lines(path):
+        if problem:
+            raise DataError(f"{path}:{lineno}: {problem}")
+        yield lineno, obj
 
 
 def write_jsonl(path: str | os.PathLike, rows) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import random
 import sys
@@ -52,23 +51,9 @@ def _not_utf8(values) -> bool:
 def read_jsonl_rows(path: Path) -> Raw:
     """JSON lines, each checked as ``tasks.core.read_jsonl`` checks it (UTF-8, JSON, an object), but a bad line
     is kept as a bad row instead of stopping the read."""
-    from stepdistill.tasks.core import _json_type, parse_json_line
+    from stepdistill.tasks.core import json_lines
 
-    rows: list[RawRow] = []
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = parse_json_line(line)
-            except ValueError as exc:
-                rows.append((lineno, f"{path}:{lineno}", None, str(exc)))
-                continue
-            ok = isinstance(obj, dict)
-            rows.append((lineno, f"{path}:{lineno}", obj if ok else None,
-                         "" if ok else f"expected a JSON object, got {_json_type(obj)}"))
-    return Raw(str(path), None, rows)
+    return Raw(str(path), None, [(n, f"{path}:{n}", obj, problem) for n, obj, problem in json_lines(path)])
 
 
 def read_json_rows(path: Path) -> Raw:
