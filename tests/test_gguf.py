@@ -145,3 +145,28 @@ def test_unsupported_students_fail_with_one_line(root, tmp_path):
     assert not (tmp_path / "s2s").exists()
     with pytest.raises(StepdistillError, match="no .gguf file"):
         find_gguf(tmp_path)
+
+
+def test_batched_decoding_gives_the_one_at_a_time_tokens(root):
+    """Sequences decoded together in one context (llamacpp engine) continue as each decoded alone: f32 GGUF,
+    prompts of different lengths, more prompts than sequences per group, a cap on new tokens."""
+    from stepdistill.serve.llamacpp import LlamaBatchDecoder
+
+    model_dir = lively_bpe_dir(root, "llama")
+    student = Student.load(model_dir)
+    gguf_path = export(model_dir, root / "out-batch", gguf="f32").gguf
+    prompts = [prompt_ids(student.tokenizer, "causal", view, text, 256, student.layout)
+               for text in INPUTS for view in ("label", "rationale")]
+    together, alone = LlamaBatchDecoder(gguf_path, threads=1, n_seq=5), LlamaBatchDecoder(gguf_path, threads=1, n_seq=1)
+    try:
+        stop = {student.tokenizer.eos_token_id}
+        got = together.greedy(prompts, 12, stop)
+        want = alone.greedy(prompts, 12, stop)
+        assert len(got) == len(prompts) and all(len(g) <= 12 for g in got)
+        assert sum(g == w for g, w in zip(got, want)) >= 0.9 * len(prompts)
+        assert together.greedy(prompts[:3], 0, stop) == [[], [], []]
+    finally:
+        together.close()
+        alone.close()
+    with pytest.raises(StepdistillError, match="do not fit"):
+        LlamaBatchDecoder(gguf_path, threads=1, n_seq=1, n_ctx_seq=16).greedy([prompts[0]], 12, stop)

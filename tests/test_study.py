@@ -115,6 +115,38 @@ def test_study_survives_sigkill_and_resumes_without_rerunning(tmp_path):
     assert text.count("n=24") == 4 and "~?" not in text
 
 
+@pytest.mark.slow
+def test_tune_seeds_tune_lr_on_seed_0_and_run_the_other_seeds_at_each_arms_pick(tmp_path):
+    """Issue 28's protocol: lr tuned per arm on seed 0's validation, then seeds 1-2 at the pick only."""
+    from stepdistill.study.stats import by_setting, pick_setting
+
+    spec_path = write_study(tmp_path, train_sizes=[8], seeds=[0, 1, 2], lrs=[3e-3, 3e-5], tune_seeds=[0])
+    out = tmp_path / "out"
+    dry = study(spec_path, "--out", out, "--dry-run")
+    text = dry.communicate(timeout=120)[0]
+    assert dry.returncode == 0 and "8 cells, 0 finished, 8 to run" in text, text
+    assert "then 4 cells at the picks of 2 arm groups once their tuning seeds [0] are done" in text
+    assert text.count("seed=0") == 4 and "seed=1" not in text
+    done = study(spec_path, "--out", out)
+    log = done.communicate(timeout=400)[0]
+    assert done.returncode == 0 and "[study] 8/8 cells done" in log, log[-3000:]
+    records = RecordLog(out / "records.jsonl").load()
+    assert len(records) == 8
+    for arm in ("standard_ft", "dsbs"):
+        mine = [r for r in records if r["arm"] == arm]
+        pick = pick_setting(by_setting([r for r in mine if r["seed"] == 0]))
+        assert sorted((r["seed"], r["lr"]) for r in mine if r["seed"] > 0) == [(1, pick[0]), (2, pick[0])]
+    summary = json.loads((out / "study.json").read_text())
+    assert all(len(t["seeds"]) == 3 for t in summary["groups"][0]["tuned"].values())
+    again = study(spec_path, "--out", out, "--dry-run")
+    assert "8 cells, 8 finished, 0 to run" in again.communicate(timeout=120)[0]
+
+
+def test_tune_seeds_must_be_seeds_of_the_grid(tmp_path):
+    with pytest.raises(ConfigError, match="tune_seeds: a list of seeds from seeds"):
+        load_spec(write_study(tmp_path, tune_seeds=[5]))
+
+
 def test_spec_problems_are_gathered_in_one_error(tmp_path):
     path = write_study(tmp_path, baseline="nope", colour="red", train_sizes=[8, -1])
     with pytest.raises(ConfigError) as err:

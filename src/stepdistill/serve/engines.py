@@ -9,9 +9,9 @@ whose ``generate`` (greedy continuations of token-id prompts) runs elsewhere.
 - ``torch``: the PyTorch student with a lean greedy loop over the KV cache (causal students; same tokens as
   ``generate``), precision ``auto`` (bf16 where the device has bf16 units), and label scoring where the
   run's validation showed scoring at least as accurate as generation (or the student's own setting).
-- ``llamacpp``: the exported GGUF in-process through ``llama-cpp-python``, fed the exact prompt token ids
-  (so the piece-by-piece tokenization of training is kept); prefixes shared with the previous prompt are
-  reused. Sequences run one after another within a micro-batch; labels are always generated.
+- ``llamacpp``: the exported GGUF in-process through llama.cpp's C API, fed the exact prompt token ids
+  (so the piece-by-piece tokenization of training is kept); the prompts of a micro-batch decode together as
+  parallel sequences of one context (``serve/llamacpp.py``); labels are always generated.
 - ``onnx``: the label-only ONNX graph of ``export --onnx`` via onnxruntime (no KV cache: short labels).
 """
 
@@ -26,7 +26,6 @@ from stepdistill.registry import Registry
 from stepdistill.student import Student
 
 log = logging.getLogger("stepdistill.serve")
-LLAMA_PIP = "pip install llama-cpp-python"
 
 
 def _meta_and_tokenizer(model_dir: Path):
@@ -49,35 +48,22 @@ class GeneratingOnly(Student):
 class LlamaCppStudent(GeneratingOnly):
     engine = "llamacpp"
 
-    def __init__(self, gguf: Path, tokenizer, meta: dict, threads: int | None = None, n_ctx: int = 2048):
-        try:
-            import llama_cpp
-        except ImportError:
-            raise StepdistillError(f"the llamacpp engine needs llama-cpp-python: {LLAMA_PIP}") from None
+    def __init__(self, gguf: Path, tokenizer, meta: dict, threads: int | None = None, n_seq: int = 16):
+        from stepdistill.serve.llamacpp import LlamaBatchDecoder
+
         super().__init__(None, tokenizer, meta)
         if meta.get("label_scoring") == "score":
             log.warning("this student picks labels by scoring; the llamacpp engine generates them (labels can differ)")
         self.gguf = gguf
-        self.llm = llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_batch=512, n_threads=threads, verbose=False)
+        self.decoder = LlamaBatchDecoder(gguf, threads=threads, n_seq=n_seq)
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
-        eos = {self.tokenizer.eos_token_id, self.llm.token_eos()}
-        out = []
-        for prompt in prompts:
-            tokens: list[int] = []
-            if max_new_tokens > 0:
-                for tok in self.llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                                             reset=True):
-                    if tok in eos:
-                        break
-                    tokens.append(tok)
-                    if len(tokens) >= max_new_tokens:
-                        break
-            out.append(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
-        return out
+        stop = {self.tokenizer.eos_token_id, self.decoder.eos()}
+        return [self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                for tokens in self.decoder.greedy(prompts, max_new_tokens, stop)]
 
     def close(self) -> None:
-        self.llm.close()
+        self.decoder.close()
 
 
 def find_gguf(path: str | Path) -> Path:

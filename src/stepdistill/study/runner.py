@@ -160,7 +160,8 @@ class Progress:
 def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = False,
               restore: bool = False) -> list[dict]:
     """Run the missing cells of ``spec`` (recording each in ``out/records.jsonl``), or with ``restore`` retrain
-    the recorded ones whose per-row results are lost (``study.restore``); the study's records."""
+    the recorded ones whose per-row results are lost (``study.restore``); the study's records. With
+    ``tune_seeds``, the tuning seeds' cells run first, then the other seeds at each arm's pick."""
     from stepdistill.study import restore as restoring
     from stepdistill.study.legacy import import_reused
 
@@ -168,28 +169,26 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     records = log.load()
     cells = spec.cells()
     import_reused(spec, cells, records, None if dry_run else log)
+    in_study = lambda: [r for r in records if r["cell"] in {c.cid for c in cells}]  # noqa: E731
     old: dict[str, dict] = {}
     if restore:
         todo, old = restoring.plan(cells, records, log.comparisons, dry_run)
     else:
-        done, todo = {r["cell"] for r in records}, []
-        for c in cells:  # two arms that resolve to the same config share their cells: run once
-            if c.cid not in done:
-                done.add(c.cid)
-                todo.append(c)
-    total = len({c.cid for c in cells})
-    estimates = [estimate_seconds(c, records) for c in todo]
-    known = [e for e in estimates if e is not None]
-    print(f"study {spec.name}: {total} cells, {total - len(todo)} finished, {len(todo)} to run"
-          + (f"; estimated {duration(sum(known) / max(1, jobs))} with {jobs} job(s)" if known else "")
-          + (f" ({len(todo) - len(known)} cells without a measured rate)" if len(known) < len(todo) else ""))
+        todo = missing(spec.tuning_cells(), records)
+    later, waiting = spec.cells_at_picks(records) if not restore else ([], [])
+    later = missing(later, records + [{"cell": c.cid} for c in todo])
+    waiting_n = len(waiting) * (len(spec.seeds) - len(spec.tune_seeds))  # cells not known before their picks
+    planned = (len({c.cid for c in spec.tuning_cells()}) + len(spec.cells_at_picks(records)[0]) + waiting_n
+               if spec.tune_seeds and not restore else len({c.cid for c in cells}))
+    estimates = [estimate_seconds(c, records) for c in todo + later]
+    announce(spec, planned, len(todo) + len(later), waiting, waiting_n, estimates, jobs)
     if dry_run:
-        for c, e in zip(todo, estimates):
+        for c, e in zip(todo + later, estimates):
             print(f"  {c.label():60s} {c.cid}  ~{duration(e)}")
-        return [r for r in records if r["cell"] in {c.cid for c in cells}]
+        return in_study()
     runs_dir = Path(spec.runs_dir) if spec.runs_dir else out / "runs"
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    progress = Progress(total, total - len(todo), jobs, estimates)
+    progress = Progress(planned, planned - len(todo) - len(later) - waiting_n, jobs, estimates)
 
     def keep(rec: dict) -> None:  # durably recorded before the next cell starts
         if rec["cell"] in old:
@@ -198,6 +197,34 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
         log.append(rec)
         records.append(rec)
 
+    run_cells(spec, todo + later, runs_dir, threads, jobs, keep, progress)
+    if spec.tune_seeds and not restore and waiting:  # the tuning cells are done: the other seeds at the picks
+        picked, _ = spec.cells_at_picks(records)
+        run_cells(spec, missing(picked, records), runs_dir, threads, jobs, keep, progress)
+    return in_study()
+
+
+def missing(cells: list[Cell], records: list[dict]) -> list[Cell]:
+    """The cells with no record, each once (two arms that resolve to the same config share their cells)."""
+    done, todo = {r["cell"] for r in records}, []
+    for c in cells:
+        if c.cid not in done:
+            done.add(c.cid)
+            todo.append(c)
+    return todo
+
+
+def announce(spec: StudySpec, total: int, to_run: int, waiting: list[str], waiting_n: int, estimates: list,
+             jobs: int) -> None:
+    known = [e for e in estimates if e is not None]
+    print(f"study {spec.name}: {total} cells, {total - to_run - waiting_n} finished, {to_run + waiting_n} to run"
+          + (f"; estimated {duration(sum(known) / max(1, jobs))} with {jobs} job(s)" if known else "")
+          + (f" ({len(estimates) - len(known)} cells without a measured rate)" if len(known) < len(estimates) else "")
+          + (f"; then {waiting_n} cells at the picks of {len(waiting)} arm groups once their tuning "
+             f"seeds {spec.tune_seeds} are done ({', '.join(waiting)})" if waiting else ""))
+
+
+def run_cells(spec, todo, runs_dir, threads, jobs, keep, progress) -> None:
     if jobs <= 1:
         for cell in todo:
             progress.start(cell.label())
@@ -206,7 +233,6 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
             progress.finish(cell.label(), time.time() - t0)
     else:
         run_parallel(spec, todo, runs_dir, threads, jobs, keep, progress)
-    return [r for r in records if r["cell"] in {c.cid for c in cells}]
 
 
 def run_parallel(spec, todo, runs_dir, threads, jobs, keep, progress) -> None:

@@ -18,6 +18,7 @@ Spec keys (paths are relative to the spec file)::
     seeds: [0, 1]
     lrs: [1.0e-4, 3.0e-4]           # tuned per arm on validation, with epochs
     epochs: [1, 2]
+    tune_seeds: [0]                 # tune lr and epochs on these seeds; the other seeds run at each arm's pick only
     same_settings: {lr: 1.0e-4, epochs: 2}   # the same-settings comparison (default: the baseline's tuned pick)
     teacher: {name: PaLM-540B, accuracy: 0.73}   # the horizontal line (default: the teacher labels' test accuracy)
     reuse: [../../benchmarks/results/quality.jsonl]   # finished cells of benchmarks/quality.py to reuse
@@ -46,7 +47,7 @@ import yaml
 from stepdistill.errors import ConfigError
 
 KEYS = {"name", "config", "set", "methods", "baseline", "compare", "train_sizes", "students", "seeds", "lrs",
-        "epochs", "same_settings", "teacher", "reuse", "runs_dir", "description"}
+        "epochs", "same_settings", "teacher", "reuse", "runs_dir", "description", "tune_seeds"}
 # settings that cannot change what a cell computes, or that name where it is, not what it is
 NOT_IDENTITY = {"output_dir", "data.data_dir", "train.keep_checkpoint", "train.checkpoint_every",
                 "train.num_threads", "train.compile", "train.report_to"}
@@ -108,6 +109,7 @@ class StudySpec:
     reuse: list[Path] = field(default_factory=list)
     runs_dir: str | None = None
     description: str = ""
+    tune_seeds: list[int] = field(default_factory=list)
 
     def cells(self) -> list[Cell]:
         """The grid, seed-major and cheap first, so whole comparisons finish early."""
@@ -120,6 +122,32 @@ class StudySpec:
                             for arm in self.methods:
                                 out.append(self.cell(arm, size, student, seed, lr, epochs))
         return out
+
+    def tuning_cells(self) -> list[Cell]:
+        """The cells run first: with ``tune_seeds``, those seeds at every setting; else the whole grid."""
+        return [c for c in self.cells() if not self.tune_seeds or c.seed in self.tune_seeds]
+
+    def cells_at_picks(self, records: list[dict]) -> tuple[list[Cell], list[str]]:
+        """With ``tune_seeds``: the other seeds' cells at the (lr, epochs) each arm's tuning cells picked on
+        validation (per training-set size and student, ``stats.pick_setting``), and the labels of the groups
+        whose tuning cells are not all recorded yet (nothing picked there)."""
+        from stepdistill.study.stats import by_setting, pick_setting
+
+        if not self.tune_seeds:
+            return [], []
+        recorded = {r["cell"]: r for r in records}
+        groups: dict[tuple, list[Cell]] = {}
+        for c in self.tuning_cells():
+            groups.setdefault((c.arm, c.train_size, c.student), []).append(c)
+        out, waiting = [], []
+        for (arm, size, student), tuning in groups.items():
+            if any(c.cid not in recorded for c in tuning):
+                waiting.append(f"{arm} n={size_tag(size)} {student}")
+                continue
+            lr, epochs = pick_setting(by_setting([recorded[c.cid] for c in tuning]))
+            out += [self.cell(arm, size, student, seed, lr, epochs) for seed in self.seeds
+                    if seed not in self.tune_seeds]
+        return out, waiting
 
     def cell(self, arm, size, student, seed, lr, epochs) -> Cell:
         overrides = tuple(self.set + self.methods[arm] + [
@@ -256,6 +284,10 @@ def load_spec(path: str | Path) -> StudySpec:
             lists[key] = None
         if lists[key] == []:
             problems.append(f"{key}: empty")
+    tune_seeds = raw.get("tune_seeds") or []
+    tune_seeds = tune_seeds if isinstance(tune_seeds, list) else [tune_seeds]
+    if not all(isinstance(x, int) for x in tune_seeds) or not set(tune_seeds) <= set(lists.get("seeds") or []):
+        problems.append(f"tune_seeds: a list of seeds from seeds ({lists.get('seeds')}), got {tune_seeds!r}")
     for n in lists.get("train_sizes") or []:
         if n is not None and (not isinstance(n, (int, float)) or n <= 0 or (isinstance(n, float) and n > 1)):
             problems.append(f"train_sizes: {n!r} is neither a count nor a fraction in (0, 1]")
@@ -268,7 +300,7 @@ def load_spec(path: str | Path) -> StudySpec:
                      same_settings=raw.get("same_settings"), compare=compare, teacher=raw.get("teacher"),
                      reuse=[base / p for p in raw.get("reuse") or []],
                      runs_dir=str(base / raw["runs_dir"]) if raw.get("runs_dir") else None,
-                     description=str(raw.get("description", "")))
+                     description=str(raw.get("description", "")), tune_seeds=tune_seeds)
     cfg = spec.resolve(spec.set)
     spec.lrs = spec.lrs or [cfg.train.lr]
     spec.epochs = spec.epochs or [float(cfg.train.epochs)]
