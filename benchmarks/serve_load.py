@@ -208,6 +208,22 @@ def run(args, tmp: str) -> dict:
     return {"student": str(student), **info.summary(), "n_prompts": len(rows), "results": results}
 
 
+def machine() -> dict:
+    """The CPU (model, ISA: bf16 units or not) and the engines' library versions."""
+    import torch
+
+    from stepdistill.student.machine import machine_info
+
+    info = machine_info(torch.device("cpu"))
+    try:
+        import llama_cpp
+
+        info["llama_cpp_python"] = llama_cpp.__version__
+    except ImportError:
+        pass
+    return info
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--student", help="run (or model) directory of the student (default: a tiny run built here)")
@@ -225,7 +241,7 @@ def main() -> None:
         p.error(f"unknown engine(s) {', '.join(sorted(unknown))}; known: {', '.join(ENGINES)}")
     report = {
         "command": ("python benchmarks/serve_load.py " + shlex.join(sys.argv[1:])).strip(),
-        "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "machine": {**machine(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                     "python": platform.python_version(), "platform": platform.platform()},
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
     }

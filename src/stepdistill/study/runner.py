@@ -180,15 +180,19 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     waiting_n = len(waiting) * (len(spec.seeds) - len(spec.tune_seeds))  # cells not known before their picks
     planned = (len({c.cid for c in spec.tuning_cells()}) + len(spec.cells_at_picks(records)[0]) + waiting_n
                if spec.tune_seeds and not restore else len({c.cid for c in cells}))
-    estimates = [estimate_seconds(c, records) for c in todo + later]
-    announce(spec, planned, len(todo) + len(later), waiting, waiting_n, estimates, jobs)
+    todo = todo + later
+    estimates = [estimate_seconds(c, records) for c in todo]
+    if not restore:  # the cheapest first (by measured rate), so more comparisons finish early
+        order = sorted(range(len(todo)), key=lambda i: (estimates[i] is None, estimates[i] or 0.0))
+        todo, estimates = [todo[i] for i in order], [estimates[i] for i in order]
+    announce(spec, planned, len(todo), waiting, waiting_n, estimates, jobs)
     if dry_run:
-        for c, e in zip(todo + later, estimates):
+        for c, e in zip(todo, estimates):
             print(f"  {c.label():60s} {c.cid}  ~{duration(e)}")
         return in_study()
     runs_dir = Path(spec.runs_dir) if spec.runs_dir else out / "runs"
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    progress = Progress(planned, planned - len(todo) - len(later) - waiting_n, jobs, estimates)
+    progress = Progress(planned, planned - len(todo) - waiting_n, jobs, estimates)
 
     def keep(rec: dict) -> None:  # durably recorded before the next cell starts
         if rec["cell"] in old:
@@ -197,7 +201,7 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
         log.append(rec)
         records.append(rec)
 
-    run_cells(spec, todo + later, runs_dir, threads, jobs, keep, progress)
+    run_cells(spec, todo, runs_dir, threads, jobs, keep, progress)
     if spec.tune_seeds and not restore and waiting:  # the tuning cells are done: the other seeds at the picks
         picked, _ = spec.cells_at_picks(records)
         run_cells(spec, missing(picked, records), runs_dir, threads, jobs, keep, progress)
