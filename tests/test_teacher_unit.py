@@ -11,7 +11,8 @@ from conftest_teacher import FakeTeacher, fake_teacher, write_task  # noqa: F401
 from stepdistill.cli import main as cli_main
 from stepdistill.errors import ConfigError, StepdistillError
 from stepdistill.tasks import get_task
-from stepdistill.teacher.backends import TEACHERS, TeacherSettings, _retry_after
+from stepdistill.teacher.backends import TEACHERS, TeacherSettings
+from stepdistill.teacher.openai_backend import _retry_after
 from stepdistill.teacher.extract import ExtractConfig, run, vote
 from stepdistill.teacher.parsing import OK, TRUNCATED, UNPARSABLE, parse_official, parse_output
 from stepdistill.teacher.prompts import build_template
