@@ -71,7 +71,7 @@ def start(cmd: list[str], url: str, ready: str, timeout: float = 300) -> subproc
     raise RuntimeError(f"{cmd[0]} did not answer {ready} within {timeout} s")
 
 
-def server_command(engine: str, target: Path, port: int, args) -> tuple[list[str], str]:
+def server_command(engine: str, target: Path, port: int, args, precision: str | None = None) -> tuple[list[str], str]:
     """(command, readiness path) of the server for ``engine`` on ``target`` (a run, export dir or .gguf)."""
     if engine == "llamacpp-server":
         if args.llama_server_bin:
@@ -80,7 +80,8 @@ def server_command(engine: str, target: Path, port: int, args) -> tuple[list[str
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(target), "--port", str(port),
                 "--n_threads", str(args.threads), "--n_ctx", "2048"], "/v1/models"
     return [sys.executable, "-m", "stepdistill", "serve", str(target), "--engine", engine, "--port", str(port),
-            "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning"], "/health"
+            "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning",
+            *(["--precision", precision] if precision else [])], "/health"
 
 
 async def load(ask, items: list, concurrency: int) -> tuple[list[float], list, dict]:
@@ -121,10 +122,11 @@ def asker(engine: str, url: str, spec: dict):
     return ask
 
 
-def bench_engine(engine: str, target: Path, rows: list, task, spec: dict, args, reference: list | None) -> dict:
+def bench_engine(engine: str, target: Path, rows: list, task, spec: dict, args, reference: list | None,
+                 precision: str | None = None) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd, ready = server_command(engine, target, port, args)
+    cmd, ready = server_command(engine, target, port, args, precision)
     proc = start(cmd, url, ready)
     try:
         ask = asker(engine, url, spec)
@@ -141,7 +143,7 @@ def bench_engine(engine: str, target: Path, rows: list, task, spec: dict, args, 
             if reference is not None:
                 res["same_label_as_torch"] = round(sum(a == b for a, b in zip(labels, reference)) / len(rows), 4)
             res["_labels"] = labels
-            print(json.dumps({"engine": engine, "target": target.name,
+            print(json.dumps({"engine": engine, "target": target.name, "precision": precision,
                               **{k: v for k, v in res.items() if k != "_labels"}}), file=sys.stderr)
             levels.append(res)
         return {"engine": engine, "target": str(target), "command": shlex.join(cmd), "levels": levels}
@@ -189,19 +191,23 @@ def run(args, tmp: str) -> dict:
 
     results, reference = [], None
     for engine in args.engines.split(","):
-        for quant in (args.quants.split(",") if engine in ("llamacpp", "llamacpp-server") else [None]):
+        variants = (args.quants.split(",") if engine in ("llamacpp", "llamacpp-server")
+                    else args.torch_precisions.split(",") if engine == "torch" else [None])
+        for variant in variants:
+            quant, precision = (None, variant) if engine == "torch" else (variant, None)
             where = target(engine, quant)
             if isinstance(where, str):
                 results.append({"engine": engine, "quant": quant, "skipped": where})
                 continue
             try:
-                res = bench_engine(engine, where, rows, task, spec, args, reference)
+                res = bench_engine(engine, where, rows, task, spec, args, reference, precision)
             except Exception as exc:  # noqa: BLE001 - recorded, the other engines still run
-                results.append({"engine": engine, "quant": quant, "skipped": f"{type(exc).__name__}: {exc}"})
+                results.append({"engine": engine, "quant": quant, "precision": precision,
+                                "skipped": f"{type(exc).__name__}: {exc}"})
                 continue
-            if engine == "torch":
+            if engine == "torch" and reference is None:  # the first torch precision is the reference
                 reference = res["levels"][0]["_labels"]
-            results.append({"quant": quant, **res})
+            results.append({"quant": quant, "precision": precision, **res})
     for r in results:
         for level in r.get("levels", []):
             level.pop("_labels", None)
@@ -230,6 +236,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200, help="test rows, one request each (default 200)")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated (default {','.join(ENGINES)})")
     p.add_argument("--quants", default="f16,q8_0", help="GGUF quantisations for the llama.cpp engines (f16,q8_0)")
+    p.add_argument("--torch-precisions", default="auto", help="--precision values for the torch engine, the first "
+                   "one the reference for label agreement (default auto; e.g. auto,int8)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8; 1 is also measured)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads of each server (default 2)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="our server's micro-batch wait (default 5)")
