@@ -149,7 +149,7 @@ def test_unsupported_students_fail_with_one_line(root, tmp_path):
 
 def test_batched_decoding_gives_the_one_at_a_time_tokens(root):
     """Sequences decoded together in one context (llamacpp engine) continue as each decoded alone: f32 GGUF,
-    prompts of different lengths, more prompts than sequences per group, a cap on new tokens."""
+    prompts of different lengths, more prompts than sequences, a cap on new tokens, calls from many threads."""
     from stepdistill.serve.llamacpp import LlamaBatchDecoder
 
     model_dir = lively_bpe_dir(root, "llama")
@@ -165,6 +165,11 @@ def test_batched_decoding_gives_the_one_at_a_time_tokens(root):
         assert len(got) == len(prompts) and all(len(g) <= 12 for g in got)
         assert sum(g == w for g, w in zip(got, want)) >= 0.9 * len(prompts)
         assert together.greedy(prompts[:3], 0, stop) == [[], [], []]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(6) as pool:  # callers from several threads join one continuous batch
+            joined = list(pool.map(lambda p: together.greedy([p], 12, stop)[0], prompts))
+        assert sum(g == w for g, w in zip(joined, want)) >= 0.9 * len(prompts)
     finally:
         together.close()
         alone.close()

@@ -50,11 +50,15 @@ class BatchStats:
 class MicroBatcher:
     """Gathers concurrent ``submit`` calls for up to ``max_wait_ms`` (or ``max_batch`` inputs) and runs
     them with one ``predict(inputs, explain)`` call per explain flag, in a worker thread, one at a time.
-    While the model runs, new requests queue up and form the next batch."""
+    While the model runs, new requests queue up and form the next batch. With ``concurrent`` (an engine whose
+    predict calls may overlap and join one decoding loop, such as llamacpp's continuous batching), each batch is
+    handed over as soon as it is gathered."""
 
-    def __init__(self, predict, settings):
+    def __init__(self, predict, settings, concurrent: bool = False):
         self.predict = predict
         self.settings = settings
+        self.concurrent = concurrent
+        self._running: set[asyncio.Task] = set()
         self.stats = BatchStats()
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
@@ -110,18 +114,26 @@ class MicroBatcher:
     async def _loop(self) -> None:
         while True:
             batch = await self._gather()
-            try:
-                for explain in (False, True):
-                    group = [p for p in batch if p.explain == explain and not p.future.cancelled()]
-                    if group:
-                        await self._run(group, explain)
-            except Exception as exc:  # noqa: BLE001 - a bug here must not leave clients waiting forever
-                log.exception("micro-batch failed")
-                for p in batch:
-                    _settle(p.future, exc=exc)
-            finally:
-                for p in batch:
-                    self.stats.queued -= len(p.inputs)
+            if self.concurrent:
+                task = asyncio.create_task(self._run_batch(batch))
+                self._running.add(task)  # held until done (the loop keeps only weak references)
+                task.add_done_callback(self._running.discard)
+            else:
+                await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        try:
+            for explain in (False, True):
+                group = [p for p in batch if p.explain == explain and not p.future.cancelled()]
+                if group:
+                    await self._run(group, explain)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not leave clients waiting forever
+            log.exception("micro-batch failed")
+            for p in batch:
+                _settle(p.future, exc=exc)
+        finally:
+            for p in batch:
+                self.stats.queued -= len(p.inputs)
 
     async def _run(self, group: list[_Pending], explain: bool) -> None:
         inputs = [x for p in group for x in p.inputs]

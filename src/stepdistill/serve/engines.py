@@ -11,7 +11,8 @@ whose ``generate`` (greedy continuations of token-id prompts) runs elsewhere.
   run's validation showed scoring at least as accurate as generation (or the student's own setting).
 - ``llamacpp``: the exported GGUF in-process through llama.cpp's C API, fed the exact prompt token ids
   (so the piece-by-piece tokenization of training is kept); the prompts of a micro-batch decode together as
-  parallel sequences of one context (``serve/llamacpp.py``); labels are always generated.
+  parallel sequences of one context with continuous batching (``serve/llamacpp.py``): requests join the
+  decoding loop at its next step; labels are always generated.
 - ``onnx``: the label-only ONNX graph of ``export --onnx`` via onnxruntime (no KV cache: short labels).
 """
 
@@ -47,6 +48,7 @@ class GeneratingOnly(Student):
 
 class LlamaCppStudent(GeneratingOnly):
     engine = "llamacpp"
+    concurrent_generate = True  # generate calls from several threads join one continuous batch
 
     def __init__(self, gguf: Path, tokenizer, meta: dict, threads: int | None = None, n_seq: int = 16):
         from stepdistill.serve.llamacpp import LlamaBatchDecoder

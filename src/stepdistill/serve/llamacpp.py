@@ -1,22 +1,50 @@
-"""Greedy decoding of several prompts at once in llama.cpp, through llama-cpp-python's bindings of the C API.
+"""Greedy decoding of many prompts at once in llama.cpp, through llama-cpp-python's bindings of the C API,
+with continuous batching.
 
-llama-cpp-python's ``Llama`` runs one sequence per context, so a micro-batch of N requests costs N prompt
-passes and N decode loops one after another. Here each prompt of a group is its own sequence in one context
-with a unified KV cache: the prompts go through ``llama_decode`` together (in ``n_batch``-token chunks, the
-logits of each prompt's last token kept), then every step decodes one token of each live sequence in a single
-call, the way llama.cpp's own server batches its slots. A sequence stops at an end-of-generation token or after
-``max_new_tokens``; a group is as many prompts as the context holds (``n_seq`` sequences of ``n_ctx_seq``
-tokens each).
+llama-cpp-python's ``Llama`` runs one sequence per context, so N requests cost N prompt passes and N decode
+loops one after another. Here one scheduler thread owns a context with ``n_seq`` sequences in a unified KV
+cache, as llama.cpp's own server runs its slots: each ``llama_decode`` call feeds the next token of every live
+sequence together with the prompt tokens of newly admitted ones (the logits of each prompt's last token
+kept), so a request that arrives while others are decoding joins them at the next step instead of waiting
+for their batch to end. A sequence stops at an end-of-generation token, a stop token, or after
+``max_new_tokens``, and frees its slot. ``greedy`` may be called from several threads at once.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepdistill.errors import StepdistillError
 
 LLAMA_PIP = "pip install llama-cpp-python"
+
+
+@dataclass(eq=False)
+class _Seq:
+    """One prompt being continued: its tokens so far, the next token to feed and where."""
+    prompt: list[int]
+    max_new_tokens: int
+    stop: set[int]
+    future: Future
+    out: list[int] = field(default_factory=list)
+    pos: int = 0
+    next: int = -1
+
+    def take(self, tok: int) -> bool:
+        """Append ``tok`` (the next one to feed); True when the sequence has its ``max_new_tokens``."""
+        self.out.append(tok)
+        self.next = tok
+        return len(self.out) >= self.max_new_tokens
+
+    def feed(self, slot: int) -> tuple[int, int, int, bool]:
+        """The batch item feeding the last token taken, at the next position."""
+        self.pos += 1
+        return slot, self.pos - 1, self.next, True
 
 
 def quiet():
@@ -35,8 +63,12 @@ class LlamaBatchDecoder:
             import llama_cpp
         except ImportError:
             raise StepdistillError(f"the llamacpp engine needs llama-cpp-python: {LLAMA_PIP}") from None
-        self.L = L = llama_cpp
+        self.L = llama_cpp
         self.n_seq, self.n_ctx_seq, self.n_batch = n_seq, n_ctx_seq, n_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
         with quiet():
             self._load(gguf, threads)
 
@@ -64,53 +96,71 @@ class LlamaBatchDecoder:
         return int(self.L.llama_vocab_eos(self.vocab))
 
     def greedy(self, prompts: list[list[int]], max_new_tokens: int, stop: set[int] = frozenset()) -> list[list[int]]:
-        """The greedy continuation (token ids, without the stop token) of each prompt."""
-        out: list[list[int]] = []
-        for group in self._groups(prompts, max_new_tokens):
-            out += self._greedy_group(group, max_new_tokens, stop)
-        return out
-
-    def _groups(self, prompts: list[list[int]], max_new_tokens: int):
-        group: list[list[int]] = []
-        used = 0
-        for prompt in prompts:
-            need = len(prompt) + max_new_tokens
-            if need > self.n_seq * self.n_ctx_seq:
-                raise StepdistillError(f"a prompt of {len(prompt)} tokens and {max_new_tokens} new ones do not fit "
-                                       f"the llama.cpp context ({self.n_seq * self.n_ctx_seq} tokens)")
-            if group and (len(group) == self.n_seq or used + need > self.n_seq * self.n_ctx_seq):
-                yield group
-                group, used = [], 0
-            group.append(prompt)
-            used += need
-        if group:
-            yield group
-
-    def _greedy_group(self, prompts: list[list[int]], max_new_tokens: int, stop: set[int]) -> list[list[int]]:
-        self.L.llama_memory_clear(self.memory, True)
-        out: list[list[int]] = [[] for _ in prompts]
+        """The greedy continuation (token ids, without the stop token) of each prompt. Safe to call from several
+        threads at once: every call's prompts join the sequences already decoding."""
         if max_new_tokens <= 0:
-            return out
-        nxt: dict[int, int] = {}
-        items = [(s, p, tok, p == len(prompt) - 1) for s, prompt in enumerate(prompts) for p, tok in enumerate(prompt)]
-        for start in range(0, len(items), self.n_batch):
-            nxt.update(self._decode(items[start:start + self.n_batch]))
-        pos = [len(prompt) for prompt in prompts]
-        live = [s for s in range(len(prompts)) if s in nxt]  # an empty prompt has nothing to continue
-        while live:
-            step = []
-            for s in live:
-                tok = nxt[s]
-                if tok in stop or self.L.llama_vocab_is_eog(self.vocab, tok):
-                    continue
-                out[s].append(tok)
-                if len(out[s]) < max_new_tokens:
-                    step.append((s, pos[s], tok, True))
-                    pos[s] += 1
-            live = [s for s, *_ in step]
-            if step:
-                nxt.update(self._decode(step))
-        return out
+            return [[] for _ in prompts]
+        for prompt in prompts:
+            if len(prompt) + max_new_tokens > self.n_ctx_seq or len(prompt) > self.n_batch:
+                raise StepdistillError(f"a prompt of {len(prompt)} tokens and {max_new_tokens} new ones do not fit "
+                                       f"a llama.cpp sequence ({self.n_ctx_seq} tokens)")
+        futures = [self._submit(prompt, max_new_tokens, stop) for prompt in prompts]
+        return [f.result() for f in futures]
+
+    def _submit(self, prompt: list[int], max_new_tokens: int, stop: set[int]) -> Future:
+        future: Future = Future()
+        if not prompt:  # nothing to continue
+            future.set_result([])
+            return future
+        with self._lock:
+            if self._closed:
+                raise StepdistillError("the llama.cpp decoder is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="llamacpp-decoder", daemon=True)
+                self._thread.start()
+            self._queue.put(_Seq(prompt, max_new_tokens, stop, future))
+        return future
+
+    def _loop(self) -> None:
+        """The scheduler: each step admits waiting prompts into free sequences (their prompt tokens in the same
+        llama_decode call as the live sequences' next tokens) and settles the sequences that end."""
+        live: dict[int, _Seq] = {}
+        free = list(range(self.n_seq))
+        while True:
+            items: list[tuple[int, int, int, bool]] = [q.feed(slot) for slot, q in live.items()]
+            while free and (not live or not self._queue.empty()):
+                q = self._queue.get() if not live and not items else self._queue.get_nowait()
+                if q is None:  # close()
+                    for q in live.values():
+                        q.future.set_exception(StepdistillError("the llama.cpp decoder was closed"))
+                    return
+                if len(items) + len(q.prompt) > self.n_batch:
+                    self._queue_front(q)
+                    break
+                slot = free.pop()
+                self.L.llama_memory_seq_rm(self.memory, slot, -1, -1)
+                items += [(slot, p, tok, p == len(q.prompt) - 1) for p, tok in enumerate(q.prompt)]
+                q.pos = len(q.prompt)
+                live[slot] = q
+            try:
+                picked = self._decode(items)
+            except Exception as exc:  # noqa: BLE001 - every waiting caller hears of it
+                for q in live.values():
+                    q.future.set_exception(exc)
+                free, live = list(range(self.n_seq)), {}
+                continue
+            for slot, tok in picked.items():
+                q = live[slot]
+                if tok in q.stop or self.L.llama_vocab_is_eog(self.vocab, tok) or q.take(tok):
+                    q.future.set_result(q.out)
+                    del live[slot]
+                    free.append(slot)
+
+    def _queue_front(self, q: "_Seq") -> None:
+        """Put back a prompt that does not fit this step's batch, ahead of the others."""
+        with self._queue.mutex:
+            self._queue.queue.appendleft(q)
+            self._queue.not_empty.notify()
 
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> dict[int, int]:
         """Decode (sequence, position, token, keep logits) items in one call; the argmax after each kept one."""
@@ -132,6 +182,12 @@ class LlamaBatchDecoder:
         return picked
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
         if getattr(self, "ctx", None):
             with quiet():
                 self.L.llama_batch_free(self.batch)

@@ -212,7 +212,8 @@ def create_app(student, settings: ServeSettings | None = None, info: dict | None
     if settings.problems():
         raise StepdistillError("; ".join(settings.problems()))
     batcher = MicroBatcher(
-        lambda inputs, explain: student.predict(inputs, explain=explain, batch_size=settings.batch_size), settings)
+        lambda inputs, explain: student.predict(inputs, explain=explain, batch_size=settings.batch_size), settings,
+        concurrent=getattr(student, "concurrent_generate", False))
     started = time.time()
     requests = RequestStats()
     base_info = {k: student.meta.get(k) for k in ("task", "method", "labels", "alpha", "student", "family",
