@@ -237,7 +237,7 @@ def main() -> None:
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated (default {','.join(ENGINES)})")
     p.add_argument("--quants", default="f16,q8_0", help="GGUF quantisations for the llama.cpp engines (f16,q8_0)")
     p.add_argument("--torch-precisions", default="auto", help="--precision values for the torch engine, the first "
-                   "one the reference for label agreement (default auto; e.g. auto,int8)")
+                   "one the reference for label agreement (default auto; e.g. auto,float32)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8; 1 is also measured)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads of each server (default 2)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="our server's micro-batch wait (default 5)")

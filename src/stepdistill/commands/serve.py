@@ -41,9 +41,8 @@ def add_arguments(p):
                    "$STEPDISTILL_API_KEY; prefer the variable: a flag shows in the process list)")
     p.add_argument("--engine", default="torch", help="what runs the model: torch (default), llamacpp (a GGUF "
                    "from `stepdistill export --gguf`), onnx (an export with --onnx; label-only)")
-    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16", "int8"),
-                   help="torch engine weights (default auto: bfloat16 where the CPU/GPU has bf16 units; int8: "
-                   "dynamic int8 Linear layers on the CPU, labels can change: measure them first)")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="torch engine weights (default auto: bfloat16 where the CPU/GPU has bf16 units)")
     p.add_argument("--model-name", help="model id on /v1/models (default: TASK-METHOD-student)")
     p.add_argument("--threads", type=int, help="CPU threads of the engine (1 is often fastest for small students on a "
                    "busy or small CPU)")

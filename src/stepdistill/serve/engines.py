@@ -186,8 +186,7 @@ def validated_scoring(student: Student, metrics: dict | None) -> str | None:
 
 
 def resolve_dtype(precision: str) -> str:
-    """``auto``: bfloat16 where the CPU (or GPU) has bf16 units, else float32; ``int8`` loads float32 (its
-    Linear layers are quantized after loading); or the dtype named."""
+    """``auto``: bfloat16 where the CPU (or GPU) has bf16 units, else float32; or the dtype named."""
     import torch
 
     if precision == "auto":
@@ -195,35 +194,15 @@ def resolve_dtype(precision: str) -> str:
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return "bfloat16" if native_bf16(device) else "float32"
-    if precision == "int8":
-        return "float32"
     if precision not in ("float32", "bfloat16", "float16"):
-        raise StepdistillError(f"--precision must be auto, float32, bfloat16, float16 or int8, got '{precision}'")
+        raise StepdistillError(f"--precision must be auto, float32, bfloat16 or float16, got '{precision}'")
     return precision
-
-
-def quantize_int8(student: Student) -> None:
-    """Dynamic int8 quantization of the student's Linear layers, in place (weights int8 per tensor, activations
-    quantized on the fly; CPU only). Labels can differ from float32's, as a q8_0 GGUF's can: measure accuracy
-    (benchmarks/serve_load.py --torch-precisions auto,int8) before serving it."""
-    import warnings
-
-    import torch
-
-    if next(student.model.parameters()).device.type != "cpu":
-        raise StepdistillError("--precision int8 runs on the CPU only (torch dynamic quantization)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization's notice that it moves to torchao
-        student.model = torch.ao.quantization.quantize_dynamic(student.model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _torch(path: str | Path, threads: int | None = None, precision: str = "auto") -> Student:
     from stepdistill.serve.info import run_info
 
-    student = TorchStudent.load(path, dtype=resolve_dtype(precision), **({"device": "cpu"} if precision == "int8"
-                                                                          else {}))
-    if precision == "int8":
-        quantize_int8(student)
+    student = TorchStudent.load(path, dtype=resolve_dtype(precision))
     student.validated_scoring = validated_scoring(student, run_info(path).metrics)
     if student.validated_scoring:
         log.info("labels are scored (validation: scoring at least as accurate as generation)")
