@@ -289,6 +289,27 @@ def test_paths_in_a_spec_are_relative_to_the_spec_file_not_the_working_directory
     assert cell.cid not in changed and {c.cid for c in spec.cells() if c.arm == "standard_ft"} <= changed
 
 
+def test_a_rationale_file_of_the_data_folder_stays_there_and_counts_by_content(tmp_path, monkeypatch):
+    """``data.extra_rationales=svamp/extra.jsonl`` with nothing beside the spec names a file of the benchmark data
+    folder (as training reads it), not one beside the spec; the cell's identity follows the file's content and not
+    where the data folder lies."""
+    data = tmp_path / "data"
+    (data / "tinysent").mkdir(parents=True)
+    (data / "tinysent" / "extra.jsonl").write_text(json.dumps({"id": "r0", "rationales": ["great"]}) + "\n")
+    monkeypatch.setenv("STEPDISTILL_DATA", str(data))
+    path = write_study(tmp_path, methods={"standard_ft": ["method.name=standard"],
+                                          "dsbs_k": ["method.name=dsbs", "data.extra_rationales=tinysent/extra.jsonl"]})
+    assert anchor("data.extra_rationales=tinysent/extra.jsonl", tmp_path) == "data.extra_rationales=tinysent/extra.jsonl"
+    cell = next(c for c in load_spec(path).cells() if c.arm == "dsbs_k")
+    assert "data.extra_rationales=tinysent/extra.jsonl" in cell.overrides
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    monkeypatch.setenv("STEPDISTILL_DATA", str(moved))
+    assert next(c for c in load_spec(path).cells() if c.arm == "dsbs_k").cid == cell.cid
+    (moved / "tinysent" / "extra.jsonl").write_text(json.dumps({"id": "r0", "rationales": ["other"]}) + "\n")
+    assert next(c for c in load_spec(path).cells() if c.arm == "dsbs_k").cid != cell.cid
+
+
 @pytest.mark.slow
 def test_restore_retrains_only_the_cells_whose_per_row_results_are_lost(tmp_path):
     spec_path, out = write_study(tmp_path, train_sizes=[8], seeds=[0, 1]), tmp_path / "out"

@@ -53,18 +53,21 @@ NOT_IDENTITY = {"output_dir", "data.data_dir", "train.keep_checkpoint", "train.c
                 "train.num_threads", "train.compile", "train.report_to"}
 # settings whose value may be a path: read relative to the spec file (``anchor``)
 PATH_SETTINGS = {"data.task", "data.rationales", "data.extra_rationales", "data.data_dir", "student.name"}
+# ... of which these mean something else where nothing lies beside the spec: a built-in task, a student alias or
+# hub name, a rationale file inside the benchmark data folder (``svamp/extra_rationales_train.jsonl``)
+RESOLVED_ELSEWHERE = {"data.task", "student.name", "data.rationales", "data.extra_rationales"}
 
 
 def anchor(override: str, base: Path) -> str:
     """``override`` with a relative path value made relative to ``base`` (the spec's folder). ``data.task`` and
     ``student.name`` are paths only where they name a file or folder there (else a built-in task, a student alias
-    or a hub name)."""
+    or a hub name); so are the rationale files (else a file of the benchmark data folder)."""
     key, sep, value = override.partition("=")
     key, value = key.strip(), value.strip()
     if not sep or key not in PATH_SETTINGS or value in ("", "null", "~") or Path(value).is_absolute():
         return override
     anchored = base / value
-    if key in ("data.task", "student.name") and not anchored.exists() and not (
+    if key in RESOLVED_ELSEWHERE and not anchored.exists() and not (
             key == "data.task" and value.endswith((".yaml", ".yml"))):
         return override
     return f"{key}={os.path.normpath(anchored)}"
@@ -198,11 +201,11 @@ def identity(cfg) -> str:
     flat = {k: v for k, v in flat_settings(cfg).items()
             if k not in NOT_IDENTITY and (k not in base or v != base[k])}
     files = input_files(cfg)
-    for key in ("data.task", "data.rationales"):  # a data file counts by its name and content (below)
-        if flat.get(key) and Path(flat[key]).is_file():
-            flat[key] = Path(flat[key]).name
+    for key in ("data.task", "data.rationales", "data.extra_rationales"):  # a data file: by name and content
+        if flat.get(key) and (found := data_file(cfg, flat[key])):
+            flat[key] = found.name
     if files:  # a custom task or rationale file edited in place is another cell
-        flat["input_files"] = {str(f): file_digest(str(f), *stat_key(f)) for f in files}
+        flat["input_files"] = sorted([f.name, file_digest(str(f), *stat_key(f))] for f in files)  # not where
     return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -220,9 +223,17 @@ def input_files(cfg) -> list[Path]:
         out += [task.parent / str(f) for f in (listed.values() if isinstance(listed, dict) else [])]
         if isinstance(dataset, str) and (task.parent / dataset).is_dir():  # a local datasets folder: every file
             out += sorted(f for f in (task.parent / dataset).rglob("*") if f.is_file())
-    if cfg.data.rationales:
-        out.append(Path(cfg.data.rationales))
+    out += [found for f in (cfg.data.rationales, cfg.data.extra_rationales) if f and (found := data_file(cfg, f))]
     return [f for f in out if f.is_file()]
+
+
+def data_file(cfg, value: str) -> Path | None:
+    """The file a path setting names: as given, else inside the benchmark data folder (as training reads
+    rationale files); None if neither exists (a built-in task name, say)."""
+    from stepdistill.student.rationales import resolve_rationale_path
+
+    found = resolve_rationale_path(str(value), cfg.data.data_dir)
+    return found if found is not None and found.is_file() else None
 
 
 def stat_key(path: Path) -> tuple[int, int]:
