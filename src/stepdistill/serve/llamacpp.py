@@ -129,10 +129,10 @@ class LlamaBatchDecoder:
         while True:
             items: list[tuple[int, int, int, bool]] = [q.feed(slot) for slot, q in live.items()]
             while free and (not live or not self._queue.empty()):
-                q = self._queue.get() if not live and not items else self._queue.get_nowait()
+                q = self._queue.get_nowait() if live else self._queue.get()  # idle: wait for work
                 if q is None:  # close()
-                    for q in live.values():
-                        q.future.set_exception(StepdistillError("the llama.cpp decoder was closed"))
+                    for waiting in live.values():
+                        waiting.future.set_exception(StepdistillError("the llama.cpp decoder was closed"))
                     return
                 if len(items) + len(q.prompt) > self.n_batch:
                     self._queue_front(q)

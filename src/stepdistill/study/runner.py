@@ -171,16 +171,15 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     import_reused(spec, cells, records, None if dry_run else log)
     in_study = lambda: [r for r in records if r["cell"] in {c.cid for c in cells}]  # noqa: E731
     old: dict[str, dict] = {}
+    tuning = spec.tuning_cells(cells)
+    picked, waiting = spec.cells_at_picks(records, tuning) if not restore else ([], [])
     if restore:
         todo, old = restoring.plan(cells, records, log.comparisons, dry_run)
     else:
-        todo = missing(spec.tuning_cells(), records)
-    later, waiting = spec.cells_at_picks(records) if not restore else ([], [])
-    later = missing(later, records + [{"cell": c.cid} for c in todo])
+        todo = missing(tuning + picked, records)
     waiting_n = len(waiting) * (len(spec.seeds) - len(spec.tune_seeds))  # cells not known before their picks
-    planned = (len({c.cid for c in spec.tuning_cells()}) + len(spec.cells_at_picks(records)[0]) + waiting_n
-               if spec.tune_seeds and not restore else len({c.cid for c in cells}))
-    todo = todo + later
+    planned = (len({c.cid for c in tuning}) + len(picked) + waiting_n if spec.tune_seeds and not restore
+               else len({c.cid for c in cells}))
     estimates = [estimate_seconds(c, records) for c in todo]
     if not restore:  # the cheapest first (by measured rate), so more comparisons finish early
         order = sorted(range(len(todo)), key=lambda i: (estimates[i] is None, estimates[i] or 0.0))
@@ -203,7 +202,7 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
 
     run_cells(spec, todo, runs_dir, threads, jobs, keep, progress)
     if spec.tune_seeds and not restore and waiting:  # the tuning cells are done: the other seeds at the picks
-        picked, _ = spec.cells_at_picks(records)
+        picked, _ = spec.cells_at_picks(records, tuning)
         run_cells(spec, missing(picked, records), runs_dir, threads, jobs, keep, progress)
     return in_study()
 

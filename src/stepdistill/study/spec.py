@@ -126,21 +126,24 @@ class StudySpec:
                                 out.append(self.cell(arm, size, student, seed, lr, epochs))
         return out
 
-    def tuning_cells(self) -> list[Cell]:
-        """The cells run first: with ``tune_seeds``, those seeds at every setting; else the whole grid."""
-        return [c for c in self.cells() if not self.tune_seeds or c.seed in self.tune_seeds]
+    def tuning_cells(self, cells: list[Cell] | None = None) -> list[Cell]:
+        """The cells run first (of ``cells``, default the grid): with ``tune_seeds``, those seeds at every
+        setting; else the whole grid."""
+        return [c for c in (self.cells() if cells is None else cells)
+                if not self.tune_seeds or c.seed in self.tune_seeds]
 
-    def cells_at_picks(self, records: list[dict]) -> tuple[list[Cell], list[str]]:
-        """With ``tune_seeds``: the other seeds' cells at the (lr, epochs) each arm's tuning cells picked on
-        validation (per training-set size and student, ``stats.pick_setting``), and the labels of the groups
-        whose tuning cells are not all recorded yet (nothing picked there)."""
+    def cells_at_picks(self, records: list[dict], tuning: list[Cell] | None = None) -> tuple[list[Cell], list[str]]:
+        """With ``tune_seeds``: the other seeds' cells at the (lr, epochs) each arm's tuning cells (``tuning``,
+        default ``tuning_cells()``) picked on validation (per training-set size and student,
+        ``stats.pick_setting``), and the labels of the groups whose tuning cells are not all recorded yet
+        (nothing picked there)."""
         from stepdistill.study.stats import by_setting, pick_setting
 
         if not self.tune_seeds:
             return [], []
         recorded = {r["cell"]: r for r in records}
         groups: dict[tuple, list[Cell]] = {}
-        for c in self.tuning_cells():
+        for c in self.tuning_cells() if tuning is None else tuning:
             groups.setdefault((c.arm, c.train_size, c.student), []).append(c)
         out, waiting = [], []
         for (arm, size, student), tuning in groups.items():
