@@ -68,12 +68,13 @@ class MicroBatcher:
         self._task = asyncio.create_task(self._loop(), name="stepdistill-batcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in [self._task, *self._running]:  # concurrent batches in flight stop as the loop's own would
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
 
     async def submit(self, inputs: list, explain: bool) -> list[dict]:
         if self._queue is None:
