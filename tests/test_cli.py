@@ -197,6 +197,19 @@ def test_errors_are_one_line_without_traceback(capsys, tmp_path):
     assert "train.lr: expected float" in err and "Traceback" not in err
 
 
+def test_openmp_wait_policy_is_chosen_per_command(tmp_path, monkeypatch):
+    """Passive OpenMP waits for torch commands; none forced for the llamacpp engine (2-3.5x slower with them);
+    a policy the user exported is kept."""
+    missing = str(tmp_path / "missing-run")
+    for engine, policy in (("llamacpp", None), ("torch", "PASSIVE")):
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        assert main(["serve", missing, "--engine", engine]) == 2
+        assert os.environ.get("OMP_WAIT_POLICY") == policy
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert main(["serve", missing, "--engine", "torch"]) == 2
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 def test_malformed_data_reports_file_and_line(tmp_path, capsys):
     spec = tmp_path / "task.yaml"
     spec.write_text("name: t\ntype: classification\nlabels: [a, b]\ninput_template: '{text}'\n"

@@ -54,14 +54,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Spinning OpenMP threads make torch many times slower when the cores are shared (measured here:
-    # 3-10 s instead of 0.5 s per SmolLM2 forward); must be set before torch is imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    parser, modules = build_parser()
+    parser, modules = build_parser()  # imports neither torch nor llama.cpp
     args = parser.parse_args(argv)
     if not args.verb:
         parser.print_help()
         return 2
+    # OpenMP reads its wait policy when torch (or llama.cpp) loads it. Spinning OpenMP threads make torch many
+    # times slower when the cores are shared (measured: 3-10 s instead of 0.5 s per SmolLM2 forward), so
+    # commands wait passively; a command may say otherwise (llama.cpp, which syncs its threads after every op,
+    # runs 2-3.5x slower with passive waits). A policy the user set is kept.
+    policy = getattr(modules[args.verb], "omp_wait_policy", lambda _args: "PASSIVE")(args)
+    if policy:
+        os.environ.setdefault("OMP_WAIT_POLICY", policy)
     return one_line_errors(lambda: modules[args.verb].main(args), debug=args.debug)
 
 

@@ -49,6 +49,12 @@ def add_arguments(p):
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 
+def omp_wait_policy(args) -> str | None:
+    """OpenMP's wait policy for this server: llama.cpp's own default (threads spin briefly between ops) for the
+    llamacpp engine, which ran 2-3.5x slower with passive waits; passive for torch, as every command."""
+    return None if args.engine == "llamacpp" else "PASSIVE"
+
+
 def main(args) -> int:
     from stepdistill.serve.server import ServeSettings, serve
 
