@@ -7,7 +7,6 @@ Every problem is gathered and raised once as :class:`ConfigError`, naming the se
 
 from __future__ import annotations
 
-import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -16,15 +15,10 @@ from typing import Any
 
 import yaml
 
+from stepdistill.config_rules import (  # noqa: F401 - the allowed values are part of this API
+    LABEL_SOURCES, METHODS, RATIONALE_ORDERS, RATIONALE_POLICIES, RATIONALE_WEIGHTINGS, TEACHER_FAILURE_POLICIES,
+    WRONG_RATIONALE_POLICIES, validate)
 from stepdistill.errors import ConfigError, StepdistillError
-
-TEACHER_FAILURE_POLICIES = ("drop_rationale", "drop_row", "error")
-WRONG_RATIONALE_POLICIES = ("keep", "drop")
-METHODS = ("dsbs", "standard", "single_task")
-LABEL_SOURCES = ("gold", "teacher")
-RATIONALE_POLICIES = ("all", "correct")
-RATIONALE_ORDERS = ("given", "shortest", "longest")
-RATIONALE_WEIGHTINGS = ("per_input", "per_rationale")
 
 
 @dataclass(frozen=True)
@@ -271,89 +265,6 @@ def from_dict(raw: dict | None) -> RunConfig:
     cfg = RunConfig(**kwargs)
     validate(cfg)
     return cfg
-
-
-def validate(cfg: RunConfig) -> None:
-    problems: list[str] = []
-    d, s, m, t, e = cfg.data, cfg.student, cfg.method, cfg.train, cfg.eval
-    flagged: set[str] = set()  # one problem per setting
-
-    def check(ok: bool, msg: str):
-        setting = msg.split(":", 1)[0]
-        if not ok and setting not in flagged:
-            flagged.add(setting)
-            problems.append(msg)
-
-    for section in (f.name for f in fields(RunConfig) if f.name != "output_dir"):
-        for f in fields(getattr(cfg, section)):
-            value = getattr(getattr(cfg, section), f.name)
-            check(not isinstance(value, float) or math.isfinite(value),
-                  f"{section}.{f.name}: must be a finite number, got {value}")
-
-    check(m.name in METHODS, f"method.name: unknown method '{m.name}'; known: {', '.join(METHODS)}")
-    check(m.labels in LABEL_SOURCES, f"method.labels: must be one of {', '.join(LABEL_SOURCES)}, got '{m.labels}'")
-    check(0.0 <= m.alpha <= 1.0, f"method.alpha: must be within [0, 1], got {m.alpha}")
-    check(s.family in ("causal", "seq2seq"), f"student.family: unknown family '{s.family}'; known: causal, seq2seq")
-    check(s.dtype in ("float32", "bfloat16"), f"student.dtype: float32 or bfloat16, got '{s.dtype}'")
-    for name in ("max_input_tokens", "max_label_tokens", "max_rationale_tokens"):
-        check(getattr(s, name) > 0, f"student.{name}: must be positive")
-    check(s.lora_r >= 0, "student.lora_r: must be >= 0")
-    check(s.lora_alpha > 0, f"student.lora_alpha: must be positive, got {s.lora_alpha}")
-    check(s.prompt_layout in ("prefix", "suffix"), f"student.prompt_layout: prefix or suffix, got '{s.prompt_layout}'")
-    check(s.prompt_layout == "prefix" or s.family == "causal",
-          "student.prompt_layout: suffix needs a causal student (seq2seq students use prefix)")
-    check(t.mixed_precision in ("fp32", "bf16", "auto"),
-          f"train.mixed_precision: fp32, bf16 or auto, got '{t.mixed_precision}'")
-    check(d.teacher_failures in TEACHER_FAILURE_POLICIES,
-          f"data.teacher_failures: one of {', '.join(TEACHER_FAILURE_POLICIES)}, got '{d.teacher_failures}'")
-    check(d.wrong_rationales in WRONG_RATIONALE_POLICIES,
-          f"data.wrong_rationales: one of {', '.join(WRONG_RATIONALE_POLICIES)}, got '{d.wrong_rationales}'")
-    check(d.rationale_policy in RATIONALE_POLICIES,
-          f"data.rationale_policy: one of {', '.join(RATIONALE_POLICIES)}, got '{d.rationale_policy}'")
-    check(d.rationale_order in RATIONALE_ORDERS,
-          f"data.rationale_order: one of {', '.join(RATIONALE_ORDERS)}, got '{d.rationale_order}'")
-    check(d.rationale_weighting in RATIONALE_WEIGHTINGS,
-          f"data.rationale_weighting: one of {', '.join(RATIONALE_WEIGHTINGS)}, got '{d.rationale_weighting}'")
-    check(d.max_rationales_per_input is None or d.max_rationales_per_input > 0,
-          "data.max_rationales_per_input: must be positive (or null for all)")
-    check(d.max_rationale_words is None or d.max_rationale_words > 0, "data.max_rationale_words: must be positive")
-    size = d.train_size
-    check(size is None or (size >= 1 if isinstance(size, int) else 0 < size <= 1 or float(size).is_integer()),
-          f"data.train_size: a count (an integer >= 1) or a fraction in (0, 1], got {size}")
-    check(d.valid_size is None or d.valid_size > 0, "data.valid_size: must be positive")
-    check(d.test_size is None or d.test_size > 0, "data.test_size: must be positive")
-    check(0.0 < d.valid_fraction < 1.0, "data.valid_fraction: must be within (0, 1)")
-    check(t.epochs > 0, "train.epochs: must be positive")
-    check(t.max_steps is None or t.max_steps > 0, "train.max_steps: must be positive")
-    check(t.batch_size > 0, "train.batch_size: must be positive")
-    check(t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
-          "train.grad_accum: must be positive and divide train.batch_size")
-    check(t.lr > 0, "train.lr: must be positive")
-    check(t.weight_decay >= 0, f"train.weight_decay: must be >= 0, got {t.weight_decay}")
-    check(t.max_grad_norm is None or t.max_grad_norm >= 0,
-          f"train.max_grad_norm: must be positive (null or 0 disables clipping), got {t.max_grad_norm}")
-    check(t.num_threads is None or t.num_threads >= 0,
-          f"train.num_threads: must be >= 1 (null or 0: torch's default), got {t.num_threads}")
-    check(0.0 <= t.warmup_ratio < 1.0, "train.warmup_ratio: must be within [0, 1)")
-    check(t.scheduler in ("linear", "constant"), f"train.scheduler: linear or constant, got '{t.scheduler}'")
-    check(t.select_by in ("accuracy", "loss"), f"train.select_by: accuracy or loss, got '{t.select_by}'")
-    check(t.eval_every is None or t.eval_every > 0, "train.eval_every: must be positive")
-    check(t.patience is None or t.patience > 0, "train.patience: must be positive")
-    check(t.checkpoint_every is None or t.checkpoint_every > 0, "train.checkpoint_every: must be positive")
-    from stepdistill.student.tracking import TRACKERS
-
-    unknown = [r for r in t.report_to if r not in TRACKERS.names()]
-    check(not unknown, f"train.report_to: unknown tracker(s) {', '.join(unknown)}; "
-                       f"known: {', '.join(TRACKERS.names())}")
-    check(e.batch_size > 0, "eval.batch_size: must be positive")
-    check(e.max_new_tokens is None or e.max_new_tokens > 0, "eval.max_new_tokens: must be positive")
-    check(e.label_scoring in ("generate", "score"), f"eval.label_scoring: generate or score, got '{e.label_scoring}'")
-    try:
-        cfg.run_dir()
-    except (KeyError, IndexError, ValueError) as exc:
-        problems.append(f"output_dir: bad placeholder {exc}; known: task, method, labels, seed, student")
-    if problems:
-        raise ConfigError(problems)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

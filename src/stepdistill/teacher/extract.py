@@ -11,23 +11,24 @@ student stage: ``id``, ``teacher_rationale``, ``teacher_label``, ``teacher_parse
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from stepdistill.config import DataConfig, TrainConfig
 from stepdistill.errors import ConfigError, StepdistillError, make_dir
-from stepdistill.tasks import Example, Task, get_task, load_splits, write_jsonl
-from stepdistill.teacher.backends import (
-    TEACHERS, Completion, Job, TeacherError, TeacherSettings, create_teacher, job_seed,
-)
-from stepdistill.teacher.cost import Budget, Prices, money, stored_cost
-from stepdistill.teacher.parsing import OK, STATUSES, parse_official, official_correct, parse_output
 from stepdistill.student.rationales import length_stats
+from stepdistill.tasks import Example, Task, get_task, load_splits, write_jsonl
+from stepdistill.teacher.asking import Progress, ask_all
+from stepdistill.teacher.backends import TEACHERS, Job, TeacherSettings, create_teacher, job_seed
+from stepdistill.teacher.cost import Budget, Prices, money, stored_cost
+from stepdistill.teacher.parsing import OK, STATUSES, official_correct, parse_official
 from stepdistill.teacher.prompts import build_template, display_answer
 from stepdistill.teacher.store import RationaleStore, TeacherRecord
 
@@ -150,98 +151,33 @@ def select_examples(task: Task, split: str, data_dir: str | None, limit: int | N
     return unique[:limit] if limit else unique
 
 
-class Progress:
-    """done/total, rate and failures on stderr (tqdm when available)."""
-
-    def __init__(self, total: int, done: int, enabled: bool = True):
-        self.total, self.done, self.failures, self.t0 = total, done, 0, time.monotonic()
-        self.bar, self.cost = None, ""  # cost: money spent and projected (teacher/cost.py), when priced
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, initial=done, desc="teacher", unit="ans", file=sys.stderr,
-                                dynamic_ncols=True, mininterval=0.5)
-            except ImportError:
-                pass
-
-    def update(self, ok: bool, retries: int) -> None:
-        if ok:
-            self.done += 1
-        else:
-            self.failures += 1
-        if self.bar is not None:
-            self.bar.update(1 if ok else 0)
-            self.bar.set_postfix_str(f"failed {self.failures}, retries {retries}{self._cost()}", refresh=False)
-
-    def _cost(self) -> str:
-        return f", cost {self.cost}" if self.cost else ""
-
-    def write(self, msg: str, fallback: Callable[[str], None]) -> None:
-        """A message above the bar (or through ``fallback`` when there is no bar)."""
-        if self.bar is not None:
-            self.bar.write(msg, file=sys.stderr)
-        else:
-            fallback(msg)
-
-    def waiting(self, in_flight: int, limit: int, oldest_s: float, retries: int) -> None:
-        """Redraw with the requests in flight and how long the oldest has waited (a slow teacher shows
-        signs of life before its first answer)."""
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"failed {self.failures}, retries {retries}, in flight {in_flight}/{limit}, "
-                                     f"waiting {oldest_s:.0f} s{self._cost()}", refresh=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def teacher_prompt(cfg: ExtractConfig, task: Task, backend, log: Callable[[str], None]):
+    """(template, prompt text, prompt hash): the few-shot template stepdistill prompts with, or the text of a
+    backend that brings its own outputs (template None)."""
+    external = backend.prompt_text()
+    if external is None:
+        template = build_template(task, cfg.exemplars, rationalize=cfg.rationalize)
+        if not template.exemplars:
+            log(f"warning: task '{task.name}' has no teacher exemplars, so the prompt is zero-shot; for better "
+                "parse rates add `exemplars: FILE` to its YAML (JSONL: the input fields, 'rationale', 'label') "
+                "or pass --exemplars FILE")
+        return template, template.text(cfg.teacher.mode), template.hash_for(cfg.teacher.mode)
+    if cfg.rationalize:
+        raise ConfigError(f"--rationalize needs a teacher that is prompted by stepdistill; '{cfg.teacher.backend}' "
+                          "brings its own outputs")
+    return None, external, hashlib.sha256(external.encode()).hexdigest()[:16]
 
 
-async def _drive(backend, jobs: list[Job], store: RationaleStore, task: Task, key: dict,
-                 progress: Progress, budget: Budget) -> tuple[int, list[str]]:
-    """Run the jobs, storing each answer as it arrives; returns (stored, failure messages). The jobs go in
-    batches that ``budget`` can pay for in the worst case; the rest are left unasked (``budget.not_asked``)."""
-    stored, failures, pending = 0, [], list(jobs)
-    ticker = asyncio.create_task(_show_in_flight(backend, progress))
-    try:
-        while pending:
-            n = budget.affordable(pending)
-            if n == 0:
-                budget.not_asked = len(pending)
-                break
-            batch, pending = pending[:n], pending[n:]
-            async for job, result in backend.generate(batch):
-                if isinstance(result, TeacherError):
-                    raise result
-                if isinstance(result, BaseException):
-                    failures.append(f"{job.example.id}#{job.sample_index}: {result}")
-                    progress.update(False, getattr(backend, "retries", 0))
-                    continue
-                stored += _store(store, task, key, job, result)
-                budget.add(job, result.prompt_tokens, result.completion_tokens)
-                progress.cost = budget.postfix(progress.total - progress.done - 1)
-                progress.update(True, getattr(backend, "retries", 0))
-    finally:
-        ticker.cancel()
-        await backend.aclose()
-    return stored, failures
-
-
-def _store(store: RationaleStore, task: Task, key: dict, job: Job, result: Completion) -> bool:
-    assert isinstance(result, Completion)
-    parsed = parse_output(task, result.text, job.example.row, result.finish_reason)
-    record = TeacherRecord(
-        **key, example_id=job.example.id, sample_index=job.sample_index, raw_output=result.text,
-        rationale=parsed.rationale, label=parsed.label, status=parsed.status, reason=parsed.reason or None,
-        finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens, latency_s=result.latency_s, attempts=result.attempts)
-    return store.put(record)
-
-
-async def _show_in_flight(backend, progress: Progress, every_s: float = 0.5) -> None:
-    limit = getattr(backend, "limit", None)  # an endpoint.AdaptiveLimit (openai); other backends have none
-    while limit is not None:
-        await asyncio.sleep(every_s)
-        progress.waiting(len(limit.in_flight), limit.limit, limit.oldest_wait(), getattr(backend, "retries", 0))
+def jobs_to_ask(cfg: ExtractConfig, task: Task, examples: list[Example], template, have: set) -> list[Job]:
+    """One job per (example, sample) not in ``have`` (the stored keys): resuming never asks twice."""
+    jobs = []
+    for ex in examples:
+        for s in range(cfg.samples):
+            if (ex.id, s) not in have:
+                gold = display_answer(task, ex.label, ex.row) if cfg.rationalize else None
+                prompt = template.render(ex.input, gold) if template else None
+                jobs.append(Job(example=ex, sample_index=s, prompt=prompt, seed=job_seed(cfg.teacher.seed, ex.id, s)))
+    return jobs
 
 
 def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> ExtractResult:
@@ -254,22 +190,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     if not examples:
         raise StepdistillError(f"task '{task.name}' split '{cfg.split}' has no examples")
     backend = create_teacher(cfg.teacher, task)
-    external = backend.prompt_text()
-    if external is None:
-        template = build_template(task, cfg.exemplars, rationalize=cfg.rationalize)
-        prompt_text, prompt_hash = template.text(cfg.teacher.mode), template.hash_for(cfg.teacher.mode)
-        if not template.exemplars:
-            log(f"warning: task '{task.name}' has no teacher exemplars, so the prompt is zero-shot; for better "
-                "parse rates add `exemplars: FILE` to its YAML (JSONL: the input fields, 'rationale', 'label') "
-                "or pass --exemplars FILE")
-    else:
-        import hashlib
-
-        if cfg.rationalize:
-            raise ConfigError(f"--rationalize needs a teacher that is prompted by stepdistill; '{cfg.teacher.backend}' "
-                              "brings its own outputs")
-        template = None
-        prompt_text, prompt_hash = external, hashlib.sha256(external.encode()).hexdigest()[:16]
+    template, prompt_text, prompt_hash = teacher_prompt(cfg, task, backend, log)
     bars: list[Progress] = []  # once the bar is up, the backend's messages print above it
 
     def say(msg: str) -> None:
@@ -286,15 +207,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
     with RationaleStore(cfg.store_path(task.name)) as store:
         store.add_prompt(prompt_hash, task.name, prompt_text)
         store.add_teacher(teacher, cfg.teacher.public())
-        have = store.stored_keys(task.name, prompt_hash, teacher)
-        jobs = []
-        for ex in examples:
-            for s in range(cfg.samples):
-                if (ex.id, s) not in have:
-                    gold = display_answer(task, ex.label, ex.row) if cfg.rationalize else None
-                    prompt = template.render(ex.input, gold) if template else None
-                    jobs.append(Job(example=ex, sample_index=s, prompt=prompt,
-                                    seed=job_seed(cfg.teacher.seed, ex.id, s)))
+        jobs = jobs_to_ask(cfg, task, examples, template, store.stored_keys(task.name, prompt_hash, teacher))
         total = len(examples) * cfg.samples
         log(f"teacher {teacher} on {task.name}/{cfg.split}: {len(examples)} examples x {cfg.samples} sample(s); "
             f"{total - len(jobs)} stored, {len(jobs)} to ask; prompt {prompt_hash}; store {cfg.store_path(task.name)}")
@@ -307,7 +220,7 @@ def run(cfg: ExtractConfig, progress: bool = True, log: Callable[[str], None] | 
                         answers_before=len(before))
         t0 = time.monotonic()
         try:
-            stored, failures = asyncio.run(_drive(backend, jobs, store, task, key, bar, budget)) if jobs else (0, [])
+            stored, failures = asyncio.run(ask_all(backend, jobs, store, task, key, bar, budget)) if jobs else (0, [])
         finally:
             bar.close()
         elapsed = time.monotonic() - t0
