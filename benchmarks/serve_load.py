@@ -10,7 +10,9 @@ The student is exported once per --quants entry (`stepdistill export --gguf`); t
 the first --n test rows, first one client at a time, then --concurrency clients. `llamacpp-server` is
 llama.cpp's OpenAI server (`--llama-server-bin` for the C++ `llama-server`, else llama-cpp-python's
 `python -m llama_cpp.server`) called on /v1/completions with the templated prompt, greedy, at most the
-label's token budget; its answer's first line is parsed like the student's. An engine that cannot run
+label's token budget, with its prompt cache off (`--no-cache-prompt`: each concurrency level sends the same
+prompts again, which a cache would answer without computing them; our server caches nothing); its answer's
+first line is parsed like the student's. An engine that cannot run
 (e.g. a byte-tokenizer student has no GGUF) is recorded as skipped with the reason. Numbers depend on
 the machine and its load: they are recorded, never asserted.
 """
@@ -52,8 +54,11 @@ def free_port() -> int:
 
 
 def start(cmd: list[str], url: str, ready: str, timeout: float = 300) -> subprocess.Popen:
-    """Start ``cmd`` and wait until GET url+ready answers 200; its output is drained to a log in the background."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """Start ``cmd`` and wait until GET url+ready answers 200; its output is drained to a log in the background.
+    The server gets this environment without OMP_WAIT_POLICY, so each runs with the OpenMP wait policy a user
+    starting it would get (a passive policy inherited from a shell made llama.cpp 2-3.5x slower)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     tail: list[str] = []
     threading.Thread(target=lambda: [tail.append(line) or tail.__delitem__(slice(0, -40)) for line in proc.stdout],
                      daemon=True).start()
@@ -76,7 +81,7 @@ def server_command(engine: str, target: Path, port: int, args, precision: str | 
     if engine == "llamacpp-server":
         if args.llama_server_bin:
             return [args.llama_server_bin, "-m", str(target), "--port", str(port), "-t", str(args.threads),
-                    "-c", "4096", "--parallel", str(args.concurrency)], "/health"
+                    "-c", "4096", "--parallel", str(args.concurrency), "--no-cache-prompt"], "/health"
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(target), "--port", str(port),
                 "--n_threads", str(args.threads), "--n_ctx", "2048"], "/v1/models"
     return [sys.executable, "-m", "stepdistill", "serve", str(target), "--engine", engine, "--port", str(port),
@@ -114,7 +119,9 @@ def asker(engine: str, url: str, spec: dict):
                 "prompt": prompt, "max_tokens": spec["max_new_tokens"], "temperature": 0.0, "top_k": 1,
                 "top_p": 1.0, "repeat_penalty": 1.0})
             text = r.json()["choices"][0]["text"] if r.status_code == 200 else None
+            ask.cached_tokens += (r.json().get("timings") or {}).get("cache_n", 0) if r.status_code == 200 else 0
             return r.status_code, None if text is None else text.strip().split("\n")[0].strip()
+        ask.cached_tokens = 0
     else:
         async def ask(client, ex):
             r = await client.post(url + "/predict", json={"input": ex.input})
@@ -133,7 +140,10 @@ def bench_engine(engine: str, target: Path, rows: list, task, spec: dict, args, 
         asyncio.run(load(ask, rows[:2], 1))  # warm-up
         levels = []
         for conc in sorted({1, args.concurrency}):
+            cached_before = getattr(ask, "cached_tokens", 0)
             latencies, answers, res = asyncio.run(load(ask, rows, conc))
+            if hasattr(ask, "cached_tokens"):  # llama-server's prompt cache would skip the repeated prompts
+                res["prompt_tokens_from_cache"] = ask.cached_tokens - cached_before
             labels = [None if a is None else task.parse(a, ex) for a, ex in zip(answers, rows)]
             res.update(concurrency=conc, requests=len(rows),
                        latency_p50_s=round(percentile(latencies, 0.5), 4),
