@@ -358,3 +358,13 @@ def test_restore_names_the_kept_comparisons_a_retrained_cell_could_cost():
     assert at_risk({"a"}, records, kept) == ["t n=8 dsbs (lr 0.001, 1 ep), seeds [0] vs t n=8 standard_ft (lr 0.001, "
                                              "1 ep), seeds [0]"]  # b has no rows and is not restored; c has rows
     assert at_risk({"a", "b"}, records, kept) == [] and at_risk(set(), records, kept) == []
+
+
+def test_the_teacher_line_is_named_after_the_teacher_the_runs_learned_from():
+    from stepdistill.study.analysis import teacher_from
+
+    runs = [{"teacher_test_accuracy": 0.75, "teacher": "none: fine-tuned on gold labels only"},
+            {"teacher_test_accuracy": 0.85, "teacher": "my-llm-70b"}, {"teacher_test_accuracy": 0.8, "teacher": "unknown"}]
+    assert teacher_from(runs) == {"name": "my-llm-70b", "accuracy": 0.8}
+    assert teacher_from([{"teacher_test_accuracy": 0.5}]) == {"name": "teacher", "accuracy": 0.5}  # older records
+    assert teacher_from([{"teacher": "my-llm-70b"}]) is None  # no run measured the teacher

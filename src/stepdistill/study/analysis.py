@@ -13,6 +13,7 @@ setting), never to choose.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 
 from stepdistill.study.stats import (accuracy_interval, by_setting, mean_spread, mcnemar, pick_setting,
                                      pooled_mcnemar, seed_row_bootstrap)
@@ -115,10 +116,19 @@ def analyse(records: list[dict], baseline: str, same_settings: dict | None = Non
             "answers": answers(out, records, baseline, teacher, list(known))}
 
 
+def named_teacher(provenance: str | None) -> bool:
+    """Whether a run's ``train.data.teacher`` names a teacher: not missing, not "unknown", not the "none: ..."
+    of a run on gold labels alone (student/data.py; not imported here, as it loads torch)."""
+    return bool(provenance) and provenance != "unknown" and not provenance.startswith("none:")
+
+
 def teacher_from(records: list[dict]) -> dict | None:
-    """The teacher labels' own test accuracy, where the runs measured it."""
+    """The teacher labels' own test accuracy, where the runs measured it, under the name the rationale-trained
+    runs give their teacher (the rows' ``teacher`` field or the task's ``teacher:``), else "teacher"."""
     values = [r["teacher_test_accuracy"] for r in records if r.get("teacher_test_accuracy") is not None]
-    return {"name": "teacher", "accuracy": round(statistics.mean(values), 4)} if values else None
+    names = Counter(r["teacher"] for r in records if named_teacher(r.get("teacher")))
+    name = names.most_common(1)[0][0] if names else "teacher"
+    return {"name": name, "accuracy": round(statistics.mean(values), 4)} if values else None
 
 
 def curves(groups: list[dict]) -> dict:

@@ -136,7 +136,8 @@ def plot_students(result: dict, out: Path, prefix: str = "") -> list[str]:
                 xs.append(i), ys.append(100 * t["test_mean"]), es.append(100 * t["test_sd"])
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=arm)
     if result["teacher"]:
-        ax.axhline(100 * result["teacher"]["accuracy"], ls="--", color="grey", label="teacher")
+        ax.axhline(100 * result["teacher"]["accuracy"], ls="--", color="grey",
+                   label=result["teacher"].get("name", "teacher"))
     ax.set_xticks(range(len(students)), students, fontsize=7)
     ax.set_xlabel("student")
     ax.set_ylabel("test accuracy (%)")
