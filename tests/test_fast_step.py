@@ -112,6 +112,40 @@ def test_split_views_equal_the_concatenated_pass():
         assert torch.allclose(concat[key], split[key], atol=1e-5), key
 
 
+def test_several_rationales_per_input_train_in_length_sorted_chunks_with_the_same_loss():
+    """A rationale view with more rows than inputs is cut, longest first, into chunks of as many rows as the
+    batch has inputs; the loss equals the one concatenated pass. With one rationale per input, nothing is cut."""
+    from dataclasses import replace
+
+    from stepdistill.config import load_config
+    from stepdistill.student.data import build_training_data
+    from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK
+    from stepdistill.student.step import view_chunks
+    from stepdistill.tasks import Example, get_task
+
+    model, tok = load_pretrained("causal", "tiny-random-llama")
+    model.eval()
+    cfg = load_config(None, ["student.name=tiny-random-llama"])
+    examples = [Example(id=str(j), input=t, label=l, teacher_label=l, teacher_rationale=r or "So.") for j, (t, l, r)
+                in enumerate(ROWS)]
+    features = build_training_data(cfg, get_task("svamp"), examples, tok).features
+    labels = [f for f in features if f.task == LABEL_TASK]
+    rationales = [f for f in features if f.task == RATIONALE_TASK]
+    one = collate(labels + rationales, tok.pad_token_id, "causal")
+    assert [c.tolist() for c in view_chunks(one["task"], one["attention_mask"])] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    several = [replace(f, weight=1 / 3) for f in rationales * 3]
+    batch = collate(labels + several, tok.pad_token_id, "causal")
+    chunks = view_chunks(batch["task"], batch["attention_mask"])
+    assert [len(c) for c in chunks] == [5, 5, 5, 5]
+    lengths = batch["attention_mask"].sum(1)
+    assert all(lengths[a].min() >= lengths[b].max() for a, b in zip(chunks[1:], chunks[2:]))  # longest first
+    assert sorted(torch.cat(chunks).tolist()) == list(range(20))
+    concat = StudentWithLoss(model, "causal", 0.3)(**batch)
+    split = StudentWithLoss(model, "causal", 0.3, split_views=True)(**batch)
+    for key in ("loss", "label_loss", "rationale_loss"):
+        assert torch.allclose(concat[key], split[key], atol=1e-5), key
+
+
 def test_suffix_layout_training_data_gives_the_shared_pass_the_two_view_loss():
     """build_training_data with student.prompt_layout=suffix: the shared rows train on exactly the loss of the
     suffix-layout views (a dropped rationale included), and prompts match what prediction builds."""
