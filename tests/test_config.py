@@ -63,3 +63,12 @@ def test_settings_differ_names_changed_settings_and_reads_old_configs():
     assert settings_differ(saved, cfg) == []
     assert settings_differ(saved, load_config(None, ["train.lr=1e-4", "train.mixed_precision=bf16"])) == [
         "train.mixed_precision"]
+
+
+def test_settings_differ_compares_list_settings():
+    """A run with a list setting (several rationale sources) resumes: its saved config compares, not crashes."""
+    cfg = load_config(None, ["data.rationale_sources=[mcc-kd-chatgpt, eit-chatgpt-level1]"])
+    saved = cfg.to_dict()
+    assert settings_differ(saved, cfg) == []
+    assert settings_differ(saved, load_config(None, ["data.rationale_sources=[mcc-kd-chatgpt]"])) == [
+        "data.rationale_sources"]

@@ -332,7 +332,8 @@ def settings_differ(saved: dict, cfg: RunConfig) -> list[str]:
 
     def old(sec, k):
         value = (saved.get(sec) or {}).get(k, default[sec].get(k))
-        return _RENAMED_VALUES.get((sec, k), {}).get(value, value)
+        renamed = _RENAMED_VALUES.get((sec, k))
+        return renamed.get(value, value) if renamed else value  # a list value (rationale_sources) is unhashable
     return [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) for k in new[sec]
             if f"{sec}.{k}" not in NOT_RESULT_SETTINGS and old(sec, k) != new[sec][k]]
 
