@@ -368,3 +368,32 @@ def test_the_teacher_line_is_named_after_the_teacher_the_runs_learned_from():
     assert teacher_from(runs) == {"name": "my-llm-70b", "accuracy": 0.8}
     assert teacher_from([{"teacher_test_accuracy": 0.5}]) == {"name": "teacher", "accuracy": 0.5}  # older records
     assert teacher_from([{"teacher": "my-llm-70b"}]) is None  # no run measured the teacher
+
+
+def test_a_cell_without_its_own_arms_rate_is_priced_at_other_arms_and_says_so():
+    from stepdistill.study.runner import estimate_seconds, rate_records
+    from stepdistill.study.spec import Cell
+
+    done = [{"arm": "dsbs", "student": "s", "examples_per_s": 2.0, "train_size": 100, "n_train_used": 100,
+             "wall_s": 70.0, "train_seconds": 50.0}]
+    mine = Cell("dsbs", 100, "s", 1, 1e-4, 3, (), "a")
+    other = Cell("dsbs_k4", 100, "s", 0, 1e-4, 3, (), "b")
+    assert rate_records(mine, done) == (done, False) and rate_records(other, done) == (done, True)
+    assert estimate_seconds(mine, done) == estimate_seconds(other, done) == 100 * 3 / 2.0 + 20.0
+    assert rate_records(Cell("dsbs", 100, "t", 0, 1e-4, 3, (), "c"), done) == ([], False)  # another student
+
+
+def test_a_rationale_file_that_cannot_be_found_fails_the_cells_identity(tmp_path, monkeypatch):
+    """Not found, a rationale file gave the cell another identity (so a finished cell looked missing), then
+    failed in training; now the spec fails at once, saying where it looked."""
+    from stepdistill.config import load_config
+    from stepdistill.errors import StepdistillError
+    from stepdistill.study.spec import identity
+
+    monkeypatch.delenv("STEPDISTILL_DATA", raising=False)
+    with pytest.raises(StepdistillError, match="data.extra_rationales: svamp/extra.jsonl not found"):
+        identity(load_config(None, ["data.extra_rationales=svamp/extra.jsonl"]))
+    (tmp_path / "svamp").mkdir()
+    (tmp_path / "svamp" / "extra.jsonl").write_text('{"id": "a", "rationales": ["r"]}\n')
+    found = identity(load_config(None, ["data.extra_rationales=svamp/extra.jsonl", f"data.data_dir={tmp_path}"]))
+    assert len(found) == 16

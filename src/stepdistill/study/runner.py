@@ -97,11 +97,19 @@ def finished_run(run_dir: Path, cell: Cell) -> bool:
             and same_cell(run_dir, cell))
 
 
+def rate_records(cell: Cell, records: list[dict]) -> tuple[list[dict], bool]:
+    """The finished cells whose examples/s price ``cell``: those of its arm and student, else (borrowed: True)
+    those of its student in other arms, which may train on other data (several rationales per input cost
+    several times more per example)."""
+    same = [r for r in records if r.get("student") == cell.student and r.get("examples_per_s")]
+    arm = [r for r in same if r.get("arm") == cell.arm]
+    return (arm, False) if arm else (same, bool(same))
+
+
 def estimate_seconds(cell: Cell, records: list[dict]) -> float | None:
     """A cell's cost from measured examples/s: training examples x epochs / the rate of finished cells of the
     same student (same arm if any), plus their mean evaluation time. None if nothing was measured."""
-    same = [r for r in records if r.get("student") == cell.student and r.get("examples_per_s")]
-    arm = [r for r in same if r.get("arm") == cell.arm] or same
+    arm, _ = rate_records(cell, records)
     if not arm:
         return None
     sizes = [r["n_train_used"] for r in records if r.get("train_size") == cell.train_size and r.get("n_train_used")]
@@ -184,10 +192,12 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     if not restore:  # the cheapest first (by measured rate), so more comparisons finish early
         order = sorted(range(len(todo)), key=lambda i: (estimates[i] is None, estimates[i] or 0.0))
         todo, estimates = [todo[i] for i in order], [estimates[i] for i in order]
-    announce(spec, planned, len(todo), waiting, waiting_n, estimates, jobs)
+    borrowed = sum(e is not None and rate_records(c, records)[1] for c, e in zip(todo, estimates))
+    announce(spec, planned, len(todo), waiting, waiting_n, estimates, jobs, borrowed)
     if dry_run:
         for c, e in zip(todo, estimates):
-            print(f"  {c.label():60s} {c.cid}  ~{duration(e)}")
+            borrowed = e is not None and rate_records(c, records)[1]
+            print(f"  {c.label():60s} {c.cid}  ~{duration(e)}" + ("  (other arms' rate)" if borrowed else ""))
         return in_study()
     runs_dir = Path(spec.runs_dir) if spec.runs_dir else out / "runs"
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
@@ -218,10 +228,12 @@ def missing(cells: list[Cell], records: list[dict]) -> list[Cell]:
 
 
 def announce(spec: StudySpec, total: int, to_run: int, waiting: list[str], waiting_n: int, estimates: list,
-             jobs: int) -> None:
+             jobs: int, borrowed: int = 0) -> None:
     known = [e for e in estimates if e is not None]
     print(f"study {spec.name}: {total} cells, {total - to_run - waiting_n} finished, {to_run + waiting_n} to run"
           + (f"; estimated {duration(sum(known) / max(1, jobs))} with {jobs} job(s)" if known else "")
+          + (f", {borrowed} of them priced at other arms' rate (an arm with more or longer sequences per input "
+             "costs more)" if borrowed else "")
           + (f" ({len(estimates) - len(known)} cells without a measured rate)" if len(known) < len(estimates) else "")
           + (f"; then {waiting_n} cells at the picks of {len(waiting)} arm groups once their tuning "
              f"seeds {spec.tune_seeds} are done ({', '.join(waiting)})" if waiting else ""))
@@ -258,4 +270,4 @@ def run_parallel(spec, todo, runs_dir, threads, jobs, keep, progress) -> None:
                 progress.finish(cell.label(), time.time() - t0)
 
 
-__all__ = ["run_study", "run_cell", "estimate_seconds", "Progress", "size_tag"]
+__all__ = ["run_study", "run_cell", "estimate_seconds", "rate_records", "Progress", "size_tag"]

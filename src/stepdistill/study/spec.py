@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from stepdistill.errors import ConfigError
+from stepdistill.errors import ConfigError, StepdistillError
 
 KEYS = {"name", "config", "set", "methods", "baseline", "compare", "train_sizes", "students", "seeds", "lrs",
         "epochs", "same_settings", "teacher", "reuse", "runs_dir", "description", "tune_seeds"}
@@ -207,6 +207,9 @@ def identity(cfg) -> str:
     for key in ("data.task", "data.rationales", "data.extra_rationales"):  # a data file: by name and content
         if flat.get(key) and (found := data_file(cfg, flat[key])):
             flat[key] = found.name
+        elif flat.get(key) and key != "data.task":  # else the cell would get another identity, then fail to train
+            raise StepdistillError(f"{key}: {flat[key]} not found, as given or in the benchmark data folder "
+                                   "(set STEPDISTILL_DATA or data.data_dir)")
     if files:  # a custom task or rationale file edited in place is another cell
         flat["input_files"] = sorted([f.name, file_digest(str(f), *stat_key(f))] for f in files)  # not where
     return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
