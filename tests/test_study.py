@@ -132,6 +132,8 @@ def test_tune_seeds_tune_lr_on_seed_0_and_run_the_other_seeds_at_each_arms_pick(
     assert done.returncode == 0 and "[study] 8/8 cells done" in log, log[-3000:]
     records = RecordLog(out / "records.jsonl").load()
     assert len(records) == 8
+    for r in records:  # the compute each arm cost: training sequences per epoch (dsbs: a label and a rationale)
+        assert r["train_sequences"] == r["n_train_used"] * (2 if r["arm"] == "dsbs" else 1)
     for arm in ("standard_ft", "dsbs"):
         mine = [r for r in records if r["arm"] == arm]
         pick = pick_setting(by_setting([r for r in mine if r["seed"] == 0]))
