@@ -134,6 +134,8 @@ def test_tune_seeds_tune_lr_on_seed_0_and_run_the_other_seeds_at_each_arms_pick(
     assert len(records) == 8
     for r in records:  # the compute each arm cost: training sequences per epoch (dsbs: a label and a rationale)
         assert r["train_sequences"] == r["n_train_used"] * (2 if r["arm"] == "dsbs" else 1)
+    report = (out / "report.md").read_text()
+    assert "## Compute per arm" in report and "| dsbs | 4 | 16 | 16 |" in report, report[-1500:]
     for arm in ("standard_ft", "dsbs"):
         mine = [r for r in records if r["arm"] == arm]
         pick = pick_setting(by_setting([r for r in mine if r["seed"] == 0]))

@@ -12,7 +12,7 @@ from pathlib import Path
 from stepdistill.study.analysis import analyse, size_order
 from stepdistill.study.sentences import interval_text, pct
 from stepdistill.study.spec import size_tag
-from stepdistill.study.tables import equal_budget_table, machines_line, shared_table
+from stepdistill.study.tables import compute_table, equal_budget_table, machines_line, shared_table
 
 
 def write_report(spec, records: list[dict], known: list[dict], out: Path, stem: str | None = None,
@@ -72,6 +72,7 @@ def markdown(spec, result: dict, records: list[dict], plots: list[str]) -> list[
             f"{arm}: " + ", ".join(f"{k} {pct(v['valid_mean'])} ({v['seeds']} seeds)" for k, v in t["grid"].items())
             for arm, t in g["tuned"].items()), ""]
     lines += equal_budget_table(result["groups"], spec.baseline) + shared_table(result["groups"])
+    lines += compute_table(records)
     return [x for x in lines if x is not None]
 
 

@@ -1,6 +1,6 @@
 """The report's tables beyond the tuned one, from ``analysis.analyse`` groups: every shared setting (each arm vs
 its reference arm at the same lr and epochs, seed for seed, with training time: the variant tables) and the
-equal-epoch-budget comparison; and which machines trained the cells.
+equal-epoch-budget comparison; the compute each arm cost; and which machines trained the cells.
 
     from stepdistill.study.tables import shared_table, equal_budget_table
 """
@@ -74,3 +74,25 @@ def machines_line(records: list[dict]) -> str:
             units = "" if "isa" not in m else ", bf16 units" if BF16_ISA & set(m["isa"]) else ", no bf16 units"
             seen[f"{m['cpu']}{units}, {m['threads']} thread{'s' * (m['threads'] != 1)}, torch {m['torch']}"] += 1
     return "Trained on: " + "; ".join(f"{k} ({n} cells)" for k, n in seen.most_common()) + "."
+
+
+def compute_table(records: list[dict]) -> list[str]:
+    """What each arm cost per run: training sequences per epoch (labels and rationales: an arm with several
+    rationales per input trains several times the sequences of its inputs), sequences seen, training and wall
+    seconds. Only where records carry the sequence count (cells recorded since it was kept)."""
+    if not any(r.get("train_sequences") for r in records):
+        return []
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    arms: dict[tuple, list[dict]] = {}
+    for r in records:
+        arms.setdefault((r.get("task"), r.get("student"), size_tag(r.get("train_size")), r["arm"]), []).append(r)
+    lines = ["## Compute per arm", "", "Means per run; `–` where a record predates the sequence count.", "",
+             "| task, student, rows | arm | runs | sequences / epoch | sequences seen | train s | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    for (task, student, rows, arm), rs in sorted(arms.items(), key=lambda kv: [str(k) for k in kv[0]]):
+        seqs = mean([r["train_sequences"] for r in rs if r.get("train_sequences")])
+        seen = mean([r["train_sequences"] * r["epochs"] for r in rs if r.get("train_sequences")])
+        lines.append(f"| {task}, {student}, {rows} | {arm} | {len(rs)} | {seconds(seqs)} | {seconds(seen)} | "
+                     f"{seconds(mean([r['train_seconds'] for r in rs if r.get('train_seconds') is not None]))} | "
+                     f"{seconds(mean([r['wall_s'] for r in rs if r.get('wall_s') is not None]))} |")
+    return lines + [""]
