@@ -9,7 +9,8 @@ from stepdistill.config import RunConfig
 from stepdistill.errors import DataError
 from stepdistill.student.losses import LABEL_TASK, RATIONALE_TASK, rationale_weights
 from stepdistill.student.views import SINGLE_TASK_JOIN, Feature, make_feature, target_overflows
-from stepdistill.student.rationales import length_stats, make_selector, provenance  # noqa: F401 (length_stats: reports)
+from stepdistill.student.rationales import (  # noqa: F401 (length_stats: reports)
+    NO_TEACHER, UNKNOWN_TEACHER, length_stats, make_selector, provenance)
 from stepdistill.tasks import Example, Task, read_jsonl
 
 
@@ -90,8 +91,6 @@ def rationale_gaps(cfg: RunConfig, report: dict) -> str | None:
 
 
 TEACHER_FIELD = "teacher"
-UNKNOWN_TEACHER = "unknown"
-NO_TEACHER = "none: fine-tuned on gold labels only"
 
 
 def teacher_provenance(task: Task, examples: list[Example], uses_teacher: bool = True) -> str:

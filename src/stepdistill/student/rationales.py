@@ -30,6 +30,10 @@ from stepdistill.errors import DataError, StepdistillError
 from stepdistill.tasks import Example, Task, read_jsonl
 
 TEACHER_SOURCE = "teacher"  # the example's own teacher rationale
+# a run's teacher provenance (metrics.json train.data.teacher) when no row names its teacher, or when the run
+# learned from gold labels alone (student/data.py writes them; study reports read them)
+UNKNOWN_TEACHER = "unknown"
+NO_TEACHER = "none: fine-tuned on gold labels only"
 FORBIDDEN_FILES = ("extra_rationales_test_overlap",)  # questions of the test split: never train on them
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
+from stepdistill.student.rationales import NO_TEACHER, UNKNOWN_TEACHER
 from stepdistill.study.stats import (accuracy_interval, by_setting, mean_spread, mcnemar, pick_setting,
                                      pooled_mcnemar, seed_row_bootstrap)
 
@@ -117,9 +118,9 @@ def analyse(records: list[dict], baseline: str, same_settings: dict | None = Non
 
 
 def named_teacher(provenance: str | None) -> bool:
-    """Whether a run's ``train.data.teacher`` names a teacher: not missing, not "unknown", not the "none: ..."
-    of a run on gold labels alone (student/data.py; not imported here, as it loads torch)."""
-    return bool(provenance) and provenance != "unknown" and not provenance.startswith("none:")
+    """Whether a run's ``train.data.teacher`` names a teacher: not missing, not unknown, not the one of a run
+    on gold labels alone."""
+    return bool(provenance) and provenance not in (NO_TEACHER, UNKNOWN_TEACHER)
 
 
 def teacher_from(records: list[dict]) -> dict | None:
