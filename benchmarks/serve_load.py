@@ -118,9 +118,11 @@ def asker(engine: str, url: str, spec: dict):
             r = await client.post(url + "/v1/completions", json={
                 "prompt": prompt, "max_tokens": spec["max_new_tokens"], "temperature": 0.0, "top_k": 1,
                 "top_p": 1.0, "repeat_penalty": 1.0})
-            text = r.json()["choices"][0]["text"] if r.status_code == 200 else None
-            ask.cached_tokens += (r.json().get("timings") or {}).get("cache_n", 0) if r.status_code == 200 else 0
-            return r.status_code, None if text is None else text.strip().split("\n")[0].strip()
+            if r.status_code != 200:
+                return r.status_code, None
+            body = r.json()
+            ask.cached_tokens += (body.get("timings") or {}).get("cache_n", 0)
+            return r.status_code, body["choices"][0]["text"].strip().split("\n")[0].strip()
         ask.cached_tokens = 0
     else:
         async def ask(client, ex):

@@ -192,12 +192,11 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     if not restore:  # the cheapest first (by measured rate), so more comparisons finish early
         order = sorted(range(len(todo)), key=lambda i: (estimates[i] is None, estimates[i] or 0.0))
         todo, estimates = [todo[i] for i in order], [estimates[i] for i in order]
-    borrowed = sum(e is not None and rate_records(c, records)[1] for c, e in zip(todo, estimates))
-    announce(spec, planned, len(todo), waiting, waiting_n, estimates, jobs, borrowed)
+    borrowed = [e is not None and rate_records(c, records)[1] for c, e in zip(todo, estimates)]
+    announce(spec, planned, len(todo), waiting, waiting_n, estimates, jobs, sum(borrowed))
     if dry_run:
-        for c, e in zip(todo, estimates):
-            borrowed = e is not None and rate_records(c, records)[1]
-            print(f"  {c.label():60s} {c.cid}  ~{duration(e)}" + ("  (other arms' rate)" if borrowed else ""))
+        for c, e, other in zip(todo, estimates, borrowed):
+            print(f"  {c.label():60s} {c.cid}  ~{duration(e)}" + ("  (other arms' rate)" if other else ""))
         return in_study()
     runs_dir = Path(spec.runs_dir) if spec.runs_dir else out / "runs"
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
