@@ -374,17 +374,53 @@ def test_the_teacher_line_is_named_after_the_teacher_the_runs_learned_from():
     assert teacher_from([{"teacher": "my-llm-70b"}]) is None  # no run measured the teacher
 
 
-def test_a_cell_without_its_own_arms_rate_is_priced_at_other_arms_and_says_so():
-    from stepdistill.study.runner import estimate_seconds, rate_records
+def test_a_cell_is_priced_by_the_tokens_its_arm_trains_at_the_tokens_per_s_of_this_machine(tmp_path):
+    """Arms that train more or longer sequences per input cost more per example: the estimate follows tokens,
+    and takes the rate of this machine's cells over another machine's."""
+    from stepdistill.study.cost import TOKENS, TOKENS_ELSEWHERE, CostModel
     from stepdistill.study.spec import Cell
 
-    done = [{"arm": "dsbs", "student": "s", "examples_per_s": 2.0, "train_size": 100, "n_train_used": 100,
-             "wall_s": 70.0, "train_seconds": 50.0}]
-    mine = Cell("dsbs", 100, "s", 1, 1e-4, 3, (), "a")
-    other = Cell("dsbs_k4", 100, "s", 0, 1e-4, 3, (), "b")
-    assert rate_records(mine, done) == (done, False) and rate_records(other, done) == (done, True)
-    assert estimate_seconds(mine, done) == estimate_seconds(other, done) == 100 * 3 / 2.0 + 20.0
-    assert rate_records(Cell("dsbs", 100, "t", 0, 1e-4, 3, (), "c"), done) == ([], False)  # another student
+    spec = load_spec(write_study(tmp_path))
+    a, b = Cell("a", 100, "s", 0, 1e-4, 3, (), "ca"), Cell("b", 100, "s", 0, 1e-4, 3, (), "cb")
+    tokens = {"a": 1000, "b": 5000}
+    here = {"cpu": "this cpu"}
+    done = [{"cell": "ca", "arm": "a", "student": "s", "epochs": 3.0, "train_seconds": 30.0, "wall_s": 40.0,
+             "examples_per_s": 10.0, "machines": [here]},  # 100 tokens/s here
+            {"cell": "ca", "arm": "a", "student": "s", "epochs": 3.0, "train_seconds": 10.0, "wall_s": 20.0,
+             "examples_per_s": 30.0, "machines": [{"cpu": "a faster cpu"}]}]
+    cost = CostModel(spec, done, [a, b], tokens_of=lambda c: tokens[c.arm], cpu="this cpu")
+    assert cost.estimate(b) == (5000 * 3 / 100 + 10.0, TOKENS)  # + the mean evaluation time
+    elsewhere = CostModel(spec, done, [a, b], tokens_of=lambda c: tokens[c.arm], cpu="another cpu")
+    assert elsewhere.estimate(b) == (5000 * 3 / 200 + 10.0, TOKENS_ELSEWHERE)  # the mean of both machines' rates
+
+
+def test_a_cell_whose_tokens_cannot_be_counted_is_priced_by_examples_per_s_and_says_so(tmp_path, capsys):
+    from stepdistill.study.cost import ARM_RATE, OTHER_ARMS, CostModel
+    from stepdistill.study.spec import Cell
+
+    def no_tokenizer(cell):
+        raise OSError("no tokenizer here")
+
+    done = [{"cell": "x", "arm": "dsbs", "student": "s", "examples_per_s": 2.0, "train_size": 100,
+             "n_train_used": 100, "wall_s": 70.0, "train_seconds": 50.0, "epochs": 3.0}]
+    mine, other = Cell("dsbs", 100, "s", 1, 1e-4, 3, (), "x"), Cell("dsbs_k4", 100, "s", 0, 1e-4, 3, (), "b")
+    cost = CostModel(load_spec(write_study(tmp_path)), done, [mine, other], tokens_of=no_tokenizer)
+    assert cost.estimate(mine) == (100 * 3 / 2.0 + 20.0, ARM_RATE)
+    assert cost.estimate(other) == (100 * 3 / 2.0 + 20.0, OTHER_ARMS)
+    assert "cannot count the training tokens of dsbs" in capsys.readouterr().err
+    assert cost.estimate(Cell("dsbs", 100, "t", 0, 1e-4, 3, (), "c")) == (None, None)  # another student
+
+
+def test_training_tokens_count_every_view_the_arm_trains(tmp_path):
+    """dsbs trains a label and a rationale sequence per input: more tokens than standard fine-tuning's label
+    sequence, on the same rows (the study's tiny task, its real tokenizer)."""
+    from stepdistill.study.cost import training_tokens
+
+    spec = load_spec(write_study(tmp_path))
+    ft, dsbs = (next(c for c in spec.cells() if c.arm == arm and c.train_size == 8) for arm in ("standard_ft", "dsbs"))
+    n_ft, n_dsbs = training_tokens(spec, ft), training_tokens(spec, dsbs)
+    assert 8 * len("Review: a great film") < n_ft < n_dsbs  # byte tokens: at least the input text per row
+    assert n_dsbs - n_ft > 8 * len("great is positive")  # each row's rationale is trained too
 
 
 def test_a_rationale_file_that_cannot_be_found_fails_the_cells_identity(tmp_path, monkeypatch):

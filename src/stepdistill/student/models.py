@@ -174,6 +174,36 @@ ALIASES.register("tiny-random-t5", Alias("tiny-random-t5", "seq2seq",
 AUTO_CLASSES = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM"}
 
 
+def _alias_source(family: str, name: str) -> object:
+    """What an alias resolves to (a path, or an in-process ``(model, tokenizer)``); ``name`` itself otherwise."""
+    if name not in ALIASES:
+        return name
+    alias = ALIASES.get(name)
+    if alias.family != family:
+        raise StepdistillError(f"student '{name}' is a {alias.family} model; set student.family={alias.family}")
+    return alias.resolve()
+
+
+def load_tokenizer(family: str, name: str):
+    """The student's tokenizer without its weights (what training would tokenize with), for counting tokens."""
+    import transformers
+
+    source = _alias_source(family, name)
+    if isinstance(source, tuple):
+        return source[1]
+    path = Path(str(source)).expanduser()
+    if path.suffix == ".gguf":
+        path = gguf_to_hf(path, cache_dir() / "models" / path.stem)
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(path) if path.is_dir() else str(source))
+    except (OSError, ValueError) as exc:
+        raise StepdistillError(f"could not load the tokenizer of student '{name}' ({exc.__class__.__name__}: "
+                               f"{str(exc).splitlines()[0]})") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def load_pretrained(family: str, name: str, dtype: str = "float32"):
     """``(model, tokenizer)`` for an alias, a local HF directory, a ``.gguf`` file or a hub name."""
     import torch
@@ -182,15 +212,10 @@ def load_pretrained(family: str, name: str, dtype: str = "float32"):
     transformers.utils.logging.disable_progress_bar()
     auto = getattr(transformers, AUTO_CLASSES[family])
     torch_dtype = getattr(torch, dtype)
-    source: object = name
-    if name in ALIASES:
-        alias = ALIASES.get(name)
-        if alias.family != family:
-            raise StepdistillError(f"student '{name}' is a {alias.family} model; set student.family={alias.family}")
-        source = alias.resolve()
-        if isinstance(source, tuple):
-            model, tok = source
-            return model.to(torch_dtype), tok
+    source = _alias_source(family, name)
+    if isinstance(source, tuple):
+        model, tok = source
+        return model.to(torch_dtype), tok
     path = Path(str(source)).expanduser()
     try:
         if path.suffix == ".gguf":

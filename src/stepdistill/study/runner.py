@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from stepdistill.study.cost import ARM_RATE, OTHER_ARMS, TOKENS_ELSEWHERE, CostModel, this_cpu
 from stepdistill.study.records import RecordLog, record_from_run
 from stepdistill.study.spec import Cell, StudySpec, size_tag
 
@@ -97,30 +98,6 @@ def finished_run(run_dir: Path, cell: Cell) -> bool:
             and same_cell(run_dir, cell))
 
 
-def rate_records(cell: Cell, records: list[dict]) -> tuple[list[dict], bool]:
-    """The finished cells whose examples/s price ``cell``: those of its arm and student, else (borrowed: True)
-    those of its student in other arms, which may train on other data (several rationales per input cost
-    several times more per example)."""
-    same = [r for r in records if r.get("student") == cell.student and r.get("examples_per_s")]
-    arm = [r for r in same if r.get("arm") == cell.arm]
-    return (arm, False) if arm else (same, bool(same))
-
-
-def estimate_seconds(cell: Cell, records: list[dict]) -> float | None:
-    """A cell's cost from measured examples/s: training examples x epochs / the rate of finished cells of the
-    same student (same arm if any), plus their mean evaluation time. None if nothing was measured."""
-    arm, _ = rate_records(cell, records)
-    if not arm:
-        return None
-    sizes = [r["n_train_used"] for r in records if r.get("train_size") == cell.train_size and r.get("n_train_used")]
-    n = cell.train_size if isinstance(cell.train_size, int) else (sizes[0] if sizes else None)
-    if n is None:
-        return None
-    rate = statistics.mean(r["examples_per_s"] for r in arm)
-    evals = [r["wall_s"] - r["train_seconds"] for r in arm if r.get("wall_s") and r.get("train_seconds")]
-    return n * cell.epochs / rate + (statistics.mean(evals) if evals else 0.0)
-
-
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -139,10 +116,10 @@ class Progress:
 
     def eta(self) -> float | None:
         todo = self.total - self.done
-        if self.spent:
-            return statistics.mean(self.spent) * todo / self.jobs
         known = [e for e in self.left if e is not None]
-        return sum(known) / self.jobs if known and len(known) == len(self.left) else None
+        if known and len(known) == len(self.left):  # priced cell by cell (cells of other arms cost differently)
+            return sum(known) / self.jobs
+        return statistics.mean(self.spent) * todo / self.jobs if self.spent else None
 
     def show(self) -> None:
         running = "; running " + ", ".join(self.running) if self.running else ""
@@ -188,19 +165,21 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     waiting_n = len(waiting) * (len(spec.seeds) - len(spec.tune_seeds))  # cells not known before their picks
     planned = (len({c.cid for c in tuning}) + len(picked) + waiting_n if spec.tune_seeds and not restore
                else len({c.cid for c in cells}))
-    estimates = [estimate_seconds(c, records) for c in todo]
+    cost = CostModel(spec, records, cells, cpu=this_cpu())
+    priced = [cost.estimate(c) for c in todo]
     if not restore:  # the cheapest first (by measured rate), so more comparisons finish early
-        order = sorted(range(len(todo)), key=lambda i: (estimates[i] is None, estimates[i] or 0.0))
-        todo, estimates = [todo[i] for i in order], [estimates[i] for i in order]
-    borrowed = [e is not None and rate_records(c, records)[1] for c, e in zip(todo, estimates)]
-    announce(spec, planned, len(todo), waiting, waiting_n, estimates, jobs, sum(borrowed))
+        order = sorted(range(len(todo)), key=lambda i: (priced[i][0] is None, priced[i][0] or 0.0))
+        todo, priced = [todo[i] for i in order], [priced[i] for i in order]
+    estimates, bases = [e for e, _ in priced], [b for _, b in priced]
+    later = waiting_estimates(spec, tuning, waiting, cost)
+    announce(spec, planned, len(todo), waiting, waiting_n, estimates, jobs, bases, later)
     if dry_run:
-        for c, e, other in zip(todo, estimates, borrowed):
-            print(f"  {c.label():60s} {c.cid}  ~{duration(e)}" + ("  (other arms' rate)" if other else ""))
+        for c, e, basis in zip(todo, estimates, bases):
+            print(f"  {c.label():60s} {c.cid}  ~{duration(e)}" + (f"  ({MARKS[basis]})" if MARKS.get(basis) else ""))
         return in_study()
     runs_dir = Path(spec.runs_dir) if spec.runs_dir else out / "runs"
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    progress = Progress(planned, planned - len(todo) - waiting_n, jobs, estimates)
+    progress = Progress(planned, planned - len(todo) - waiting_n, jobs, estimates + later)
 
     def keep(rec: dict) -> None:  # durably recorded before the next cell starts
         if rec["cell"] in old:
@@ -226,16 +205,34 @@ def missing(cells: list[Cell], records: list[dict]) -> list[Cell]:
     return todo
 
 
+def waiting_estimates(spec: StudySpec, tuning: list[Cell], waiting: list[str], cost: CostModel) -> list:
+    """The cost of each cell that runs at a pick not made yet: its group's tuning cells cost (their mean),
+    once for every seed that is not a tuning seed."""
+    out = []
+    for group in waiting:
+        costs = [cost.estimate(c)[0] for c in tuning if f"{c.arm} n={size_tag(c.train_size)} {c.student}" == group]
+        known = [e for e in costs if e is not None]
+        each = statistics.mean(known) if known and len(known) == len(costs) else None
+        out += [each] * (len(spec.seeds) - len(spec.tune_seeds))
+    return out
+
+
+MARKS = {TOKENS_ELSEWHERE: "tokens/s of another machine", ARM_RATE: "examples/s: tokens not counted",
+         OTHER_ARMS: "other arms' examples/s: tokens not counted"}
+
+
 def announce(spec: StudySpec, total: int, to_run: int, waiting: list[str], waiting_n: int, estimates: list,
-             jobs: int, borrowed: int = 0) -> None:
-    known = [e for e in estimates if e is not None]
+             jobs: int, bases: list, later: list) -> None:
+    known, known_later = [e for e in estimates if e is not None], [e for e in later if e is not None]
+    weak = {basis: bases.count(basis) for basis in MARKS if basis in bases}
     print(f"study {spec.name}: {total} cells, {total - to_run - waiting_n} finished, {to_run + waiting_n} to run"
-          + (f"; estimated {duration(sum(known) / max(1, jobs))} with {jobs} job(s)" if known else "")
-          + (f", {borrowed} of them priced at other arms' rate (an arm with more or longer sequences per input "
-             "costs more)" if borrowed else "")
+          + (f"; estimated {duration(sum(known) / max(1, jobs))} with {jobs} job(s) from the tokens each arm "
+             "trains" if known else "")
+          + "".join(f", {n} priced by {MARKS[basis]}" for basis, n in weak.items())
           + (f" ({len(estimates) - len(known)} cells without a measured rate)" if len(known) < len(estimates) else "")
           + (f"; then {waiting_n} cells at the picks of {len(waiting)} arm groups once their tuning "
-             f"seeds {spec.tune_seeds} are done ({', '.join(waiting)})" if waiting else ""))
+             f"seeds {spec.tune_seeds} are done ({', '.join(waiting)})" if waiting else "")
+          + (f", estimated {duration(sum(known_later) / max(1, jobs))} more" if waiting and known_later else ""))
 
 
 def run_cells(spec, todo, runs_dir, threads, jobs, keep, progress) -> None:
@@ -269,4 +266,4 @@ def run_parallel(spec, todo, runs_dir, threads, jobs, keep, progress) -> None:
                 progress.finish(cell.label(), time.time() - t0)
 
 
-__all__ = ["run_study", "run_cell", "estimate_seconds", "rate_records", "Progress", "size_tag"]
+__all__ = ["run_study", "run_cell", "Progress", "size_tag"]
