@@ -6,10 +6,11 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+import torch
 from serve_helpers import TEXTS, ThreadServer, lively_bpe_dir, lively_model_dir
 
 from stepdistill.errors import StepdistillError
-from stepdistill.serve.engines import ENGINES, load_engine
+from stepdistill.serve.engines import ENGINES, HalfDecodeLinear, load_engine
 from stepdistill.serve.export import export
 from stepdistill.serve.server import create_app
 from stepdistill.student import Student
@@ -62,6 +63,43 @@ def test_torch_engine_gives_the_labels_and_rationales_of_generate(tmp_path, layo
         assert fast.predict(inputs, explain=True, batch_size=batch_size) == slow.predict(inputs, explain=True,
                                                                                          batch_size=batch_size)
     assert fast.predict(TEXTS, max_new_tokens=1) == slow.predict(TEXTS, max_new_tokens=1)
+
+
+def test_float16_decode_gives_the_labels_and_rationales_of_generate(tmp_path):
+    model_dir = lively_model_dir(tmp_path)
+    fast = load_engine("torch", model_dir, precision="float16-decode")
+    assert fast.precision == "float16-decode"
+    assert sum(isinstance(m, HalfDecodeLinear) for m in fast.model.modules()) > 0
+    inputs = TEXTS + [t.replace("apples", "pears") for t in TEXTS]
+    assert fast.predict(inputs, explain=True, batch_size=1) == Student.load(model_dir).predict(inputs, explain=True,
+                                                                                              batch_size=1)
+
+
+def test_half_decode_linear_reads_float16_weights_for_a_few_rows_only_and_never_overflows():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    half = HalfDecodeLinear(linear, rows=4)
+    with torch.no_grad():
+        few, many = torch.randn(1, 4, 64), torch.randn(2, 3, 64)
+        assert not torch.equal(half(few), linear(few))  # float16 weights: rounded
+        assert torch.allclose(half(few), linear(few), rtol=1e-2, atol=1e-2)
+        assert torch.equal(half(many), linear(many))  # 6 rows: a prompt, float32 as it was
+        huge = torch.full((1, 64), 1e5)  # past float16's range: redone in float32
+        assert torch.equal(half(huge), linear(huge)) and torch.isfinite(half(huge)).all()
+        assert half(few).dtype == torch.float32
+
+
+def test_auto_precision_is_bf16_with_bf16_units_and_float16_decode_on_a_cpu_without(monkeypatch):
+    from stepdistill.serve.engines import resolve_dtype
+    from stepdistill.student import machine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(machine, "native_bf16", lambda device: True)
+    assert resolve_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(machine, "native_bf16", lambda device: False)
+    assert resolve_dtype("auto") == "float16-decode"
+    with pytest.raises(StepdistillError, match="float16-decode"):
+        resolve_dtype("int4")
 
 
 def test_torch_engine_on_a_seq2seq_student_uses_generate(tmp_path):

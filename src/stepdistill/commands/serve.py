@@ -41,8 +41,10 @@ def add_arguments(p):
                    "$STEPDISTILL_API_KEY; prefer the variable: a flag shows in the process list)")
     p.add_argument("--engine", default="torch", help="what runs the model: torch (default), llamacpp (a GGUF "
                    "from `stepdistill export --gguf`), onnx (an export with --onnx; label-only)")
-    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                   help="torch engine weights (default auto: bfloat16 where the CPU/GPU has bf16 units)")
+    p.add_argument("--precision", default="auto",
+                   choices=("auto", "float32", "bfloat16", "float16", "float16-decode"),
+                   help="torch engine (default auto: bfloat16 where the CPU/GPU has bf16 units; on a CPU without "
+                   "them float16-decode: float32 math with a float16 copy of the weights for decoding steps)")
     p.add_argument("--model-name", help="model id on /v1/models (default: TASK-METHOD-student)")
     p.add_argument("--threads", type=int, help="CPU threads of the engine (1 is often fastest for small students on a "
                    "busy or small CPU)")
@@ -50,9 +52,11 @@ def add_arguments(p):
 
 
 def omp_wait_policy(args) -> str | None:
-    """OpenMP's wait policy for this server: llama.cpp's own default (threads spin briefly between ops) for the
-    llamacpp engine, which ran 2-3.5x slower with passive waits; passive for torch, as every command."""
-    return None if args.engine == "llamacpp" else "PASSIVE"
+    """None: OpenMP's own default (threads spin briefly between ops) for every engine. llama.cpp, which syncs its
+    threads after every op, ran 2-3.5x slower with passive waits; the torch engine's float16 decode steps ran
+    1.25 req/s with the default against 0.94 with passive waits (float32: the same either way;
+    benchmarks/results/serve_load_torch.json)."""
+    return None
 
 
 def main(args) -> int:

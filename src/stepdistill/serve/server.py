@@ -220,6 +220,8 @@ def create_app(student, settings: ServeSettings | None = None, info: dict | None
                                                    "prompt_format")}
     base_info.update(info or {})
     base_info["engine"] = getattr(student, "engine", "torch")
+    if getattr(student, "precision", None):
+        base_info["precision"] = student.precision
     model_id = model_name or f"{student.meta.get('task')}-{student.meta.get('method')}-student"
 
     @asynccontextmanager
