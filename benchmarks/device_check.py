@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_bench  # noqa: E402
 import throughput  # noqa: E402
 
 from stepdistill.config import load_config  # noqa: E402
@@ -178,7 +179,7 @@ def throughput_checks(device: torch.device, size: str, data_dir: str | None, thr
         args = argparse.Namespace(task="svamp", student=spec["student"], data_dir=data_dir, batch_size=batch_size,
                                   warmup=spec["warmup"], steps=spec["steps"], same_examples=spec["examples"],
                                   lora_r=16, threads=threads, device=str(device))
-        bench = throughput.Bench(args)
+        bench = step_bench.Bench(args)
         out["model_params"] = bench.total_params
         out["tokenizer_vocab"] = len(bench.tok)
         out[f"batch_{batch_size}"] = _time_batch(bench, names, size)
@@ -222,10 +223,10 @@ def prediction_speed(student_name: str, device: torch.device, data_dir: str | No
         student = Student(model, tok, student_meta(cfg, task), task)
         inputs = [ex.input for ex in task.read("test", data_dir)[:rows]]
         student.predict(inputs[:4], batch_size=4, scoring=scoring)  # warm-up
-        t0 = throughput.now(device)
+        t0 = step_bench.now(device)
         student.predict(inputs, batch_size=32, scoring=scoring)
         out[f"{task_name}_{scoring}"] = {"rows": len(inputs), "batch_size": 32,
-                                         "examples_per_s": round(len(inputs) / (throughput.now(device) - t0), 2)}
+                                         "examples_per_s": round(len(inputs) / (step_bench.now(device) - t0), 2)}
     return out
 
 
