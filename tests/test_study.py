@@ -376,22 +376,27 @@ def test_the_teacher_line_is_named_after_the_teacher_the_runs_learned_from():
 
 def test_a_cell_is_priced_by_the_tokens_its_arm_trains_at_the_tokens_per_s_of_this_machine(tmp_path):
     """Arms that train more or longer sequences per input cost more per example: the estimate follows tokens,
-    and takes the rate of this machine's cells over another machine's."""
+    and takes the rate of this kind of machine's cells, in the cell's precision, over other machines'."""
     from stepdistill.study.cost import TOKENS, TOKENS_ELSEWHERE, CostModel
     from stepdistill.study.spec import Cell
 
     spec = load_spec(write_study(tmp_path))
     a, b = Cell("a", 100, "s", 0, 1e-4, 3, (), "ca"), Cell("b", 100, "s", 0, 1e-4, 3, (), "cb")
     tokens = {"a": 1000, "b": 5000}
-    here = {"cpu": "this cpu"}
+    here = {"cpu": "this cpu", "isa": ["avx2"]}
     done = [{"cell": "ca", "arm": "a", "student": "s", "epochs": 3.0, "train_seconds": 30.0, "wall_s": 40.0,
-             "examples_per_s": 10.0, "machines": [here]},  # 100 tokens/s here
+             "examples_per_s": 10.0, "precision": "fp32", "machines": [here]},  # 100 tokens/s here
             {"cell": "ca", "arm": "a", "student": "s", "epochs": 3.0, "train_seconds": 10.0, "wall_s": 20.0,
-             "examples_per_s": 30.0, "machines": [{"cpu": "a faster cpu"}]}]
-    cost = CostModel(spec, done, [a, b], tokens_of=lambda c: tokens[c.arm], cpu="this cpu")
+             "examples_per_s": 30.0, "precision": "fp32", "machines": [{"cpu": "a faster cpu"}]}]
+    cost = CostModel(spec, done, [a, b], tokens_of=lambda c: tokens[c.arm], machine=here)
     assert cost.estimate(b) == (5000 * 3 / 100 + 10.0, TOKENS)  # + the mean evaluation time
-    elsewhere = CostModel(spec, done, [a, b], tokens_of=lambda c: tokens[c.arm], cpu="another cpu")
-    assert elsewhere.estimate(b) == (5000 * 3 / 200 + 10.0, TOKENS_ELSEWHERE)  # the mean of both machines' rates
+    both = (5000 * 3 / 200 + 10.0, TOKENS_ELSEWHERE)  # the mean of both machines' rates
+    for machine in ({"cpu": "another cpu"}, {"cpu": "this cpu", "isa": ["avx2", "avx512_bf16"]}):  # a VM that
+        elsewhere = CostModel(spec, done, [a, b], tokens_of=lambda c: tokens[c.arm], machine=machine)  # shows
+        assert elsewhere.estimate(b) == both  # this CPU's bf16 units is another kind of machine
+    done[0]["precision"] = "bf16"  # this machine's cell trained in another precision than the cell will: the
+    cost = CostModel(spec, done, [a, b], tokens_of=lambda c: tokens[c.arm], machine=here)  # other machine's
+    assert cost.estimate(b) == (5000 * 3 / 300 + 10.0, TOKENS_ELSEWHERE)  # cell in the cell's precision
 
 
 def test_a_cell_whose_tokens_cannot_be_counted_is_priced_by_examples_per_s_and_says_so(tmp_path, capsys):

@@ -5,7 +5,8 @@ tokens/s whether each input brought one sequence (standard fine-tuning), two (ds
 with four sampled rationales per input), while its examples/s differed 8-fold. So a cell is priced by the tokens
 its arm trains per epoch (its training data built and tokenized exactly as training would: the rationale policies,
 the teacher-failure policy, the truncation) over the tokens/s of finished cells of the same student, taken from
-this machine's cells where there are any. Where the tokens cannot be counted (the student's tokenizer is not
+this machine's cells where there are any (the same CPU model with the same bf16 units, a VM may hide them, in the
+same precision: bf16 trained 3.8x faster than fp32 on a CPU with bf16 units and 0.35x on one without). Where the tokens cannot be counted (the student's tokenizer is not
 at hand, the data does not build), the examples/s of the arm's own cells, else of the student's other arms.
 """
 
@@ -21,12 +22,24 @@ from stepdistill.study.spec import Cell, StudySpec
 TOKENS, TOKENS_ELSEWHERE, ARM_RATE, OTHER_ARMS = "tokens", "tokens, rate of another machine", "arm", "other arms"
 
 
-def this_cpu() -> str:
+def this_machine() -> dict:
+    """This machine's description, as a run records it in ``machines``."""
     import torch
 
     from stepdistill.student.machine import machine_info
 
-    return machine_info(torch.device("cpu"))["cpu"]
+    return machine_info(torch.device("cpu"))
+
+
+def has_bf16_units(machine: dict) -> bool:
+    from stepdistill.student.machine import BF16_ISA
+
+    return bool(BF16_ISA & set(machine.get("isa") or []))
+
+
+def same_kind(a: dict, b: dict) -> bool:
+    """Whether two machine descriptions train at the same speed: the same CPU model with the same bf16 units."""
+    return bool(a.get("cpu")) and a.get("cpu") == b.get("cpu") and has_bf16_units(a) == has_bf16_units(b)
 
 
 def training_tokens(spec: StudySpec, cell: Cell) -> int:
@@ -59,7 +72,7 @@ class CostModel:
     records: list[dict]
     cells: list[Cell]
     tokens_of: object = None
-    cpu: str | None = None
+    machine: dict | None = None
     _tokens: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -77,26 +90,37 @@ class CostModel:
                 self._tokens[key] = None
         return self._tokens[key]
 
-    def token_rates(self, student: str) -> tuple[list[float], bool]:
-        """Tokens/s of the finished cells of ``student`` (those of this machine if any: True)."""
-        rates: list[tuple[float, bool]] = []
+    def precision(self, cell: Cell) -> str:
+        """The precision ``cell`` trains in on this machine (train.mixed_precision, auto resolved)."""
+        setting = self.spec.resolve(cell.overrides).train.mixed_precision
+        if setting != "auto":
+            return setting
+        return "bf16" if self.machine and has_bf16_units(self.machine) else "fp32"
+
+    def token_rates(self, cell: Cell) -> tuple[list[float], bool]:
+        """Tokens/s of the finished cells of ``cell``'s student: those of this kind of machine in ``cell``'s
+        precision if any (True), else those of any machine in that precision, else all of them."""
+        rates: list[tuple[float, bool, bool]] = []
+        precision = self.precision(cell) if self.machine else None
         for r in self.records:
-            cell = self.by_cid.get(r.get("cell"))
-            if cell is None or cell.student != student or not r.get("train_seconds"):
+            done = self.by_cid.get(r.get("cell"))
+            if done is None or done.student != cell.student or not r.get("train_seconds"):
                 continue
-            tokens = self.tokens(cell)
+            tokens = self.tokens(done)
             if tokens:
-                here = bool(self.cpu) and any(m.get("cpu") == self.cpu for m in r.get("machines") or [])
-                rates.append((tokens * float(r["epochs"]) / r["train_seconds"], here))
-        local = [rate for rate, here in rates if here]
-        return (local, True) if local else ([rate for rate, _ in rates], False)
+                same = r.get("precision") == precision
+                here = same and any(same_kind(m, self.machine) for m in r.get("machines") or [])
+                rates.append((tokens * float(r["epochs"]) / r["train_seconds"], here, same))
+        local = [rate for rate, here, _ in rates if here]
+        same_precision = [rate for rate, _, same in rates if same]
+        return (local, True) if local else (same_precision or [rate for rate, _, _ in rates], False)
 
     def estimate(self, cell: Cell) -> tuple[float | None, str | None]:
         """``(seconds, basis)``: training by tokens where counted, else by examples/s; plus evaluation."""
         same = [r for r in self.records if r.get("student") == cell.student]
         evals = [r["wall_s"] - r["train_seconds"] for r in same if r.get("wall_s") and r.get("train_seconds")]
         evaluation = statistics.mean(evals) if evals else 0.0
-        rates, here = self.token_rates(cell.student) if same else ([], False)
+        rates, here = self.token_rates(cell) if same else ([], False)
         tokens = self.tokens(cell) if rates else None
         if rates and tokens:
             return tokens * cell.epochs / statistics.mean(rates) + evaluation, TOKENS if here else TOKENS_ELSEWHERE
@@ -128,4 +152,4 @@ def examples_estimate(cell: Cell, records: list[dict]) -> float | None:
     return n * cell.epochs / rate + (statistics.mean(evals) if evals else 0.0)
 
 
-__all__ = ["CostModel", "training_tokens", "rate_records", "examples_estimate", "this_cpu"]
+__all__ = ["CostModel", "training_tokens", "rate_records", "examples_estimate", "this_machine", "same_kind"]

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from stepdistill.study.cost import ARM_RATE, OTHER_ARMS, TOKENS_ELSEWHERE, CostModel, this_cpu
+from stepdistill.study.cost import ARM_RATE, OTHER_ARMS, TOKENS_ELSEWHERE, CostModel, this_machine
 from stepdistill.study.records import RecordLog, record_from_run
 from stepdistill.study.spec import Cell, StudySpec, size_tag
 
@@ -165,7 +165,7 @@ def run_study(spec: StudySpec, out: Path, *, jobs: int = 1, dry_run: bool = Fals
     waiting_n = len(waiting) * (len(spec.seeds) - len(spec.tune_seeds))  # cells not known before their picks
     planned = (len({c.cid for c in tuning}) + len(picked) + waiting_n if spec.tune_seeds and not restore
                else len({c.cid for c in cells}))
-    cost = CostModel(spec, records, cells, cpu=this_cpu())
+    cost = CostModel(spec, records, cells, machine=this_machine())
     priced = [cost.estimate(c) for c in todo]
     if not restore:  # the cheapest first (by measured rate), so more comparisons finish early
         order = sorted(range(len(todo)), key=lambda i: (priced[i][0] is None, priced[i][0] or 0.0))
