@@ -201,29 +201,7 @@ def model_card(info, task, spec: dict, digest: str) -> str:
         f"- {task.name}",
         "---",
     ])
-    single = spec["method"] == "single_task"
-    prefix = spec["rationale_prefix"] if single else spec["label_prefix"]
-    marker = spec["rationale_marker"] if single else spec["answer_marker"]
-    end = f"ids({marker!r})" if spec["family"] == "causal" else "[eos]"
-    prompt_line = f"prompt ({spec['family']}): ids({prefix!r}) + ids(input)[:{spec['max_input_tokens']}] + {end}"
-    if single:
-        budget = spec["max_rationale_tokens"] + spec["max_new_tokens"]
-        decoding_line = (f"decoding: greedy, at most {budget} new tokens, up to eos; the label follows the last "
-                         f"{spec['single_task_join'].strip()!r} (case-insensitive)")
-    else:
-        decoding_line = (f"decoding: greedy, at most {spec['max_new_tokens']} new tokens, up to eos; the label is "
-                         "the first line")
-    if spec["label_scoring"] == "score" and not single:
-        decoding_line += ("\nNOTE: stepdistill picks this student's label by scoring each candidate label (sum of "
-                          "the log-probabilities of ids(' ' + label) + [eos] after the prompt; no space for "
-                          "seq2seq) instead of generating it; greedy generation below can differ")
-    explain = ""
-    if spec["method"] == "dsbs":
-        pieces = [f"the prefix `{spec['rationale_prefix']!s}`"] if spec["rationale_prefix"] else []
-        if spec["rationale_marker"]:
-            pieces.append(f"the marker `{spec['rationale_marker']!r}`")
-        explain = (f"\nFor a rationale, use {' and '.join(pieces)}"
-                   + f" with up to {spec['max_rationale_tokens']} new tokens.\n")
+    prompt_line, decoding_line, explain = _prompt_lines(spec)
     return f"""{front}
 
 # {task.name} student distilled step by step ({meta['method']})
@@ -278,6 +256,35 @@ and also normalizes the label (for example, equations to a canonical form).
 - Base model: {_base_model(meta['student'])}; its licence applies to these weights.
 - Teacher outputs: {info.teacher()}; check the teacher's terms of use.
 """
+
+
+def _prompt_lines(spec: dict) -> tuple[str, str, str]:
+    """The model card's prompt and decoding lines, and how to ask for a rationale ("" where the student has
+    no rationale task)."""
+    single = spec["method"] == "single_task"
+    prefix = spec["rationale_prefix"] if single else spec["label_prefix"]
+    marker = spec["rationale_marker"] if single else spec["answer_marker"]
+    end = f"ids({marker!r})" if spec["family"] == "causal" else "[eos]"
+    prompt_line = f"prompt ({spec['family']}): ids({prefix!r}) + ids(input)[:{spec['max_input_tokens']}] + {end}"
+    if single:
+        budget = spec["max_rationale_tokens"] + spec["max_new_tokens"]
+        decoding_line = (f"decoding: greedy, at most {budget} new tokens, up to eos; the label follows the last "
+                         f"{spec['single_task_join'].strip()!r} (case-insensitive)")
+    else:
+        decoding_line = (f"decoding: greedy, at most {spec['max_new_tokens']} new tokens, up to eos; the label is "
+                         "the first line")
+    if spec["label_scoring"] == "score" and not single:
+        decoding_line += ("\nNOTE: stepdistill picks this student's label by scoring each candidate label (sum of "
+                          "the log-probabilities of ids(' ' + label) + [eos] after the prompt; no space for "
+                          "seq2seq) instead of generating it; greedy generation below can differ")
+    explain = ""
+    if spec["method"] == "dsbs":
+        pieces = [f"the prefix `{spec['rationale_prefix']!s}`"] if spec["rationale_prefix"] else []
+        if spec["rationale_marker"]:
+            pieces.append(f"the marker `{spec['rationale_marker']!r}`")
+        explain = (f"\nFor a rationale, use {' and '.join(pieces)}"
+                   + f" with up to {spec['max_rationale_tokens']} new tokens.\n")
+    return prompt_line, decoding_line, explain
 
 
 def _template_fields(template: str) -> list[str]:

@@ -193,46 +193,21 @@ class RequestStats:
     client_gone: int = 0  # the client left before its request was read
 
 
-def create_app(student, settings: ServeSettings | None = None, info: dict | None = None, *,
-               api_key: str | None = None, model_name: str | None = None):
-    """A FastAPI app serving ``student`` (a :class:`stepdistill.student.Student`, or any engine with its
-    ``predict``/``task``/``meta``/``can_explain``/``method``). ``info`` is merged into GET /info (e.g.
-    ``run_info(path).summary()``). ``api_key``: every route but /health needs ``Authorization: Bearer KEY``.
-    ``model_name``: the id of GET /v1/models (default: the student's task and method)."""
-    from contextlib import asynccontextmanager
+def describe(student, info: dict | None) -> dict:
+    """GET /info's description of ``student``: what it was trained for, ``info`` merged in, its engine."""
+    base = {k: student.meta.get(k) for k in ("task", "method", "labels", "alpha", "student", "family",
+                                             "prompt_format")}
+    base.update(info or {})
+    base["engine"] = getattr(student, "engine", "torch")
+    if getattr(student, "precision", None):
+        base["precision"] = student.precision
+    return base
 
-    from fastapi import FastAPI, Request
+
+def add_error_handlers(app, requests: RequestStats) -> None:
+    """Every error answers an OpenAI-style body and is counted in ``requests`` (rejected: 4xx, failed: 5xx)."""
     from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    from stepdistill.serve.openai_api import add_openai_routes
-    from stepdistill.serve.security import Guard
-
-    settings = settings or ServeSettings()
-    if settings.problems():
-        raise StepdistillError("; ".join(settings.problems()))
-    batcher = MicroBatcher(
-        lambda inputs, explain: student.predict(inputs, explain=explain, batch_size=settings.batch_size), settings,
-        concurrent=getattr(student, "concurrent_generate", False))
-    started = time.time()
-    requests = RequestStats()
-    base_info = {k: student.meta.get(k) for k in ("task", "method", "labels", "alpha", "student", "family",
-                                                   "prompt_format")}
-    base_info.update(info or {})
-    base_info["engine"] = getattr(student, "engine", "torch")
-    if getattr(student, "precision", None):
-        base_info["precision"] = student.precision
-    model_id = model_name or f"{student.meta.get('task')}-{student.meta.get('method')}-student"
-
-    @asynccontextmanager
-    async def lifespan(app):
-        await batcher.start()
-        yield
-        await batcher.stop()
-
-    app = FastAPI(title="stepdistill student", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.batcher = batcher
-    app.add_middleware(Guard, api_key=api_key, rate_limit=settings.rate_limit, burst=settings.rate_burst)
 
     def error(status: int, code: str, message: str, headers=None):
         if status >= 500:
@@ -259,6 +234,44 @@ def create_app(student, settings: ServeSettings | None = None, info: dict | None
     async def on_crash(request, exc):
         log.exception("prediction failed")
         return error(500, "internal", f"prediction failed: {type(exc).__name__}; see the server log")
+
+
+def create_app(student, settings: ServeSettings | None = None, info: dict | None = None, *,
+               api_key: str | None = None, model_name: str | None = None):
+    """A FastAPI app serving ``student`` (a :class:`stepdistill.student.Student`, or any engine with its
+    ``predict``/``task``/``meta``/``can_explain``/``method``). ``info`` is merged into GET /info (e.g.
+    ``run_info(path).summary()``). ``api_key``: every route but /health needs ``Authorization: Bearer KEY``.
+    ``model_name``: the id of GET /v1/models (default: the student's task and method)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    from stepdistill.serve.openai_api import add_openai_routes
+    from stepdistill.serve.security import Guard
+
+    settings = settings or ServeSettings()
+    if settings.problems():
+        raise StepdistillError("; ".join(settings.problems()))
+    batcher = MicroBatcher(
+        lambda inputs, explain: student.predict(inputs, explain=explain, batch_size=settings.batch_size), settings,
+        concurrent=getattr(student, "concurrent_generate", False))
+    started = time.time()
+    requests = RequestStats()
+    base_info = describe(student, info)
+    model_id = model_name or f"{student.meta.get('task')}-{student.meta.get('method')}-student"
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="stepdistill student", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher = batcher
+    app.add_middleware(Guard, api_key=api_key, rate_limit=settings.rate_limit, burst=settings.rate_burst)
+
+    add_error_handlers(app, requests)
 
     async def answer(payload: Any) -> tuple[list, list[dict], bool]:
         """(inputs, predictions, explain) for a decoded request body; ApiError for a bad one."""
