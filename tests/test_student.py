@@ -147,3 +147,23 @@ def test_smollm2_alias_loads_the_real_pretrained_student():
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 3
+
+
+def test_a_stopped_process_is_not_training_time():
+    """A step that a SIGSTOP (or a starved process) stretched is counted at the median step; the first step
+    (warm-up, compilation) and the ~2x spread of batch lengths are not stalls."""
+    import random
+    import statistics
+
+    from stepdistill.student.loop import stalled_seconds
+
+    rng = random.Random(0)
+    steady = [30.0] + [rng.uniform(1.0, 2.0) for _ in range(200)]  # a slow first step, varied batches
+    assert stalled_seconds(steady) == 0.0
+    for pause in (30.0, 600.0, 2100.0):
+        paused = list(steady)
+        paused[77] += pause
+        excess = paused[77] - statistics.median(paused[1:])
+        assert stalled_seconds(paused) == pytest.approx(excess)
+        assert sum(paused) - stalled_seconds(paused) == pytest.approx(sum(steady), abs=2.0)  # within a step
+    assert stalled_seconds([1.0, 100.0]) == 0.0  # too few steps to tell

@@ -39,6 +39,7 @@ class TrainState:
     bad_evals: int = 0
     examples_seen: int = 0
     train_seconds: float = 0.0
+    step_seconds: list = field(default_factory=list)  # each step's wall time: what stalled_seconds reads
     stopped_early: bool = False
     history: list = field(default_factory=list)
     machines: list = field(default_factory=list)  # machine_info of each process that trained it (resumes add one)
@@ -153,7 +154,8 @@ def train_step(t: Training, examples: list[int], window: list) -> dict:
     state.step += 1
     state.batch_in_epoch += 1
     state.examples_seen += len(examples)
-    state.train_seconds += time.time() - t0
+    state.step_seconds.append(round(time.time() - t0, 3))
+    state.train_seconds += state.step_seconds[-1]
     window[0] += len(examples)
     rate = window[0] / max(1e-9, time.time() - window[1])
     t.bar.update(1)
@@ -163,6 +165,20 @@ def train_step(t: Training, examples: list[int], window: list) -> dict:
                 "lr": t.scheduler.get_last_lr()[0], "examples_per_s": round(rate, 3)})
         window[:] = [0, time.time()]
     return totals
+
+
+def stalled_seconds(step_seconds: list[float], factor: float = 5.0) -> float:
+    """Time a run spent stopped rather than training: for each step but the first (which warms up, and
+    compiles with train.compile) that took over ``factor`` times the median step, its excess over the median.
+    A process stopped (SIGSTOP, a suspended laptop), swapped out or starved by another job shows here; batches
+    of different lengths do not (a step's time varies ~2x with them)."""
+    import statistics
+
+    steady = step_seconds[1:]
+    if len(steady) < 3:
+        return 0.0
+    median = statistics.median(steady)
+    return sum(s - median for s in steady if s > factor * median)
 
 
 def _stop_if_not_finite(t: Training, loss: float) -> None:

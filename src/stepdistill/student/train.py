@@ -160,7 +160,7 @@ def _settle_machine(t: Training) -> None:
 
 def finish(t: Training) -> None:
     """After the last step: make sure model/ exists, write metrics.json, drop the checkpoint, end the processes."""
-    from stepdistill.student.loop import evaluate_and_select
+    from stepdistill.student.loop import evaluate_and_select, stalled_seconds
 
     cfg, state, run_dir = t.cfg, t.state, t.run_dir
     # resumed after the last step, before any validation had saved a model; every process sees the same
@@ -168,14 +168,17 @@ def finish(t: Training) -> None:
     if not (run_dir / "model").is_dir():
         evaluate_and_select(t)
     if t.is_main:
+        # the steps' time less what a stopped or starved process spent waiting (it is not training)
+        stalled = stalled_seconds(state.step_seconds)
+        seconds = state.train_seconds - stalled
         metrics = {
             "task": t.task.name, "method": cfg.method.name, "labels": cfg.method.labels, "alpha": cfg.method.alpha,
             "student": cfg.student.name, "family": cfg.student.family, "n_train": len(t.data.examples),
             "seed": cfg.train.seed, "valid": state.best_valid, "test": None,
             "train": {"steps": state.step, "total_steps": t.total_steps, "epochs": round(state.step / t.per_epoch, 3),
                       "best_step": state.best_step, "stopped_early": state.stopped_early,
-                      "train_seconds": round(state.train_seconds, 1),
-                      "examples_per_s": round(state.examples_seen / max(1e-9, state.train_seconds), 3),
+                      "train_seconds": round(seconds, 1), "stalled_seconds": round(stalled, 1),
+                      "examples_per_s": round(state.examples_seen / max(1e-9, seconds), 3),
                       "processes": t.world, "precision": t.precision, "machines": state.machines,
                       "data": t.data.report, "splits": t.splits.info},
         }

@@ -115,7 +115,8 @@ def record_from_run(cell, run_dir: Path, wall_s: float | None, spec_set: list[st
         "n_test": test["n"], "teacher_test_accuracy": (test.get("teacher") or {}).get("accuracy"),
         "teacher": (train.get("data") or {}).get("teacher"),
         "train_sequences": (train.get("data") or {}).get("views"),  # per epoch: labels + rationales (compute)
-        "train_seconds": seconds, "wall_s": None if wall_s is None else round(wall_s, 1),
+        "train_seconds": seconds, "stalled_seconds": train.get("stalled_seconds"),  # not in train_seconds
+        "wall_s": None if wall_s is None else round(wall_s, 1),
         "examples_per_s": train.get("examples_per_s") or (round(n_used * cell.epochs / seconds, 3)
                                                           if n_used and seconds else None),
         "precision": train.get("precision"), "machines": train.get("machines"), "run_dir": str(run_dir),

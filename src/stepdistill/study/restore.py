@@ -11,8 +11,8 @@ uses it changes with it; the comparisons that lose their tests that way are name
 
 from __future__ import annotations
 
-REPLACED_KEYS = ("test_accuracy", "valid_accuracy", "train_seconds", "wall_s", "run_dir", "machines", "precision",
-                 "imported_from")
+REPLACED_KEYS = ("test_accuracy", "valid_accuracy", "train_seconds", "stalled_seconds", "wall_s", "run_dir",
+                 "machines", "precision", "imported_from")
 
 
 def lost(cells, records: list[dict]) -> list:
