@@ -114,7 +114,7 @@ def test_jsonl_bad_line_and_duplicate_id(tmp_path, capsys):
     (tmp_path / "train.jsonl").write_bytes(("\n".join(lines) + "\n").encode())
     load_splits(get_task(_spec(tmp_path, files={"train": "train.jsonl"}, max_bad_rows=3)))
     err = capsys.readouterr().err
-    assert f"train.jsonl:4: invalid JSON" in err
+    assert "train.jsonl:4: invalid JSON" in err
     assert "train.jsonl:10: duplicate id 'r0' (first on line 1)" in err
     assert "skipped 2 bad row(s) of 30" in err
 
