@@ -442,3 +442,22 @@ def test_a_rationale_file_that_cannot_be_found_fails_the_cells_identity(tmp_path
     (tmp_path / "svamp" / "extra.jsonl").write_text('{"id": "a", "rationales": ["r"]}\n')
     found = identity(load_config(None, ["data.extra_rationales=svamp/extra.jsonl", f"data.data_dir={tmp_path}"]))
     assert len(found) == 16
+
+
+def test_passing_the_teacher_by_the_mean_is_told_apart_from_the_whole_interval_above_it():
+    from stepdistill.study.sentences import passes_teacher
+
+    def group(n, mean, interval):
+        tuned = {"test_mean": mean, "test_sd": 0.01, **({"interval": interval} if interval else {})}
+        return {"task": "t", "student": "s", "common": [], "train_size": n, "tuned": {"dsbs": tuned}}
+
+    teacher = {"name": "T", "accuracy": 0.73}
+    answer = passes_teacher([group(500, 0.762, [0.726, 0.798]), group(1000, 0.80, [0.77, 0.83])], teacher)
+    assert "passes T's 73.0% from 500 rows on: 76.2 ± 1.0%, interval [72.6, 79.8], which holds 73.0%; the whole " \
+           "interval is above it from 1000 rows on (80.0 ± 1.0%, interval [77.0, 83.0])." in answer["answer"]
+    assert answer["evidence"][0] == {"task": "t", "student": "s", "arm": "dsbs", "train_size": 500,
+                                    "clearly_from": 1000}
+    unknown = passes_teacher([group(500, 0.762, [0.726, 0.798]), group(2000, 0.83, None)], teacher)["answer"]
+    assert "no size tried puts the whole interval above it (no interval on 2000 rows" in unknown
+    clear = passes_teacher([group(500, 0.80, [0.77, 0.83])], teacher)["answer"]
+    assert clear.endswith("from 500 rows on: 80.0 ± 1.0%, interval [77.0, 83.0].")

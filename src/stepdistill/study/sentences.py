@@ -109,33 +109,57 @@ def rows_needed(groups: list[dict], records: list[dict], baseline: str, known: l
 
 
 def passes_teacher(groups: list[dict], teacher: dict) -> dict | None:
-    """Per arm, the smallest training set whose tuned test accuracy passes the teacher's."""
+    """Per arm, the smallest training set whose tuned test accuracy passes the teacher's: by the mean, and,
+    where that set's interval still holds the teacher's accuracy, the smallest whose whole interval is above."""
     acc, name = teacher["accuracy"], teacher.get("name", "teacher")
     sentences, evidence = [], []
     for (task, student, _), gs in by_line(groups).items():
         first = {}
         for arm in dict.fromkeys(a for g in gs for a in g["tuned"]):
-            g = next((g for g in gs if arm in g["tuned"] and g["tuned"][arm]["test_mean"] > acc), None)
+            mine = [g for g in gs if arm in g["tuned"]]
+            g = next((g for g in mine if g["tuned"][arm]["test_mean"] > acc), None)
+            clear = next((g for g in mine if (g["tuned"][arm].get("interval") or [0])[0] > acc), None)
             first[arm] = g
             if g:
-                t = g["tuned"][arm]
-                iv = f", interval [{pct(t['interval'][0])}, {pct(t['interval'][1])}]" if t.get("interval") else ""
                 sentences.append(f"{arm} ({task}, {student}) passes {name}'s {pct(acc)}% from {rows_text(g)} on: "
-                                 f"{pct(t['test_mean'])} ± {100 * t['test_sd']:.1f}%{iv}.")
+                                 + _accuracy_text(g["tuned"][arm], acc) + _clearly_text(g, clear, arm, acc, mine))
             else:
-                best = max((g["tuned"][arm]["test_mean"] for g in gs if arm in g["tuned"]), default=None)
+                best = max((g["tuned"][arm]["test_mean"] for g in mine), default=None)
                 sentences.append(f"{arm} ({task}, {student}) does not pass {name}'s {pct(acc)}% at any size tried "
                                  f"(best {pct(best)}%).")
             evidence.append({"task": task, "student": student, "arm": arm,
-                             "train_size": first[arm]["train_size"] if first[arm] else "none"})
+                             "train_size": first[arm]["train_size"] if first[arm] else "none",
+                             "clearly_from": clear["train_size"] if clear else "none"})
         sizes = {a: g["train_size"] for a, g in first.items() if g}
         if len(sizes) > 1 and len(set(sizes.values())) > 1:
             from stepdistill.study.analysis import size_order
 
             fewest = min(sizes, key=lambda a: size_order(sizes[a]))
-            sentences.append(f"{fewest} gets there with the fewest rows.")
+            sentences.append(f"{fewest} gets there (by the mean) with the fewest rows.")
     return {"question": "At which training-set size does the student pass the teacher?",
             "answer": " ".join(sentences), "evidence": evidence}
+
+
+def _accuracy_text(t: dict, acc: float) -> str:
+    """``76.2 ± 2.5%, interval [72.6, 79.8]``, saying so where the interval holds the teacher's accuracy."""
+    text = f"{pct(t['test_mean'])} ± {100 * t['test_sd']:.1f}%"
+    if t.get("interval"):
+        low, high = t["interval"]
+        text += f", interval [{pct(low)}, {pct(high)}]" + (f", which holds {pct(acc)}%" if low <= acc else "")
+    return text
+
+
+def _clearly_text(g: dict, clear: dict | None, arm: str, acc: float, mine: list[dict]) -> str:
+    """Where the first set that passes by the mean is not clearly above: the first that is, if any."""
+    low = (g["tuned"][arm].get("interval") or [None])[0]
+    if low is None or low > acc:
+        return "."
+    if clear is not None:
+        return (f"; the whole interval is above it from {rows_text(clear)} on "
+                f"({_accuracy_text(clear['tuned'][arm], acc)}).")
+    unknown = [rows_text(x) for x in mine if "interval" not in x["tuned"][arm] and x["tuned"][arm]["test_mean"] > acc]
+    return ("; no size tried puts the whole interval above it"
+            + (f" (no interval on {', '.join(unknown)}: per-row results not recorded)." if unknown else "."))
 
 
 def model_size(groups: list[dict], teacher: dict | None) -> dict:
