@@ -461,3 +461,17 @@ def test_passing_the_teacher_by_the_mean_is_told_apart_from_the_whole_interval_a
     assert "no size tried puts the whole interval above it (no interval on 2000 rows" in unknown
     clear = passes_teacher([group(500, 0.80, [0.77, 0.83])], teacher)["answer"]
     assert clear.endswith("from 500 rows on: 80.0 ± 1.0%, interval [77.0, 83.0].")
+
+
+def test_which_arm_passes_the_teacher_on_fewest_rows_is_said_by_the_mean_and_by_the_interval():
+    from stepdistill.study.sentences import passes_teacher
+
+    def group(n, dsbs, ft):
+        return {"task": "t", "student": "s", "common": [], "train_size": n,
+                "tuned": {arm: {"test_mean": m, "test_sd": 0.0, "interval": [m - d, m + d]}
+                          for arm, (m, d) in (("ft", ft), ("dsbs", dsbs))}}
+
+    answer = passes_teacher([group(500, (0.76, 0.04), (0.70, 0.02)), group(1000, (0.81, 0.02), (0.79, 0.02))],
+                            {"accuracy": 0.73})["answer"]
+    assert answer.endswith("dsbs gets there (by the mean) with the fewest rows. With the whole interval above it, "
+                           "ft and dsbs get there on the same rows (1000 rows).")

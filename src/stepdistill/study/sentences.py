@@ -114,12 +114,12 @@ def passes_teacher(groups: list[dict], teacher: dict) -> dict | None:
     acc, name = teacher["accuracy"], teacher.get("name", "teacher")
     sentences, evidence = [], []
     for (task, student, _), gs in by_line(groups).items():
-        first = {}
+        first, clearly = {}, {}
         for arm in dict.fromkeys(a for g in gs for a in g["tuned"]):
             mine = [g for g in gs if arm in g["tuned"]]
             g = next((g for g in mine if g["tuned"][arm]["test_mean"] > acc), None)
             clear = next((g for g in mine if (g["tuned"][arm].get("interval") or [0])[0] > acc), None)
-            first[arm] = g
+            first[arm], clearly[arm] = g, clear
             if g:
                 sentences.append(f"{arm} ({task}, {student}) passes {name}'s {pct(acc)}% from {rows_text(g)} on: "
                                  + _accuracy_text(g["tuned"][arm], acc) + _clearly_text(g, clear, arm, acc, mine))
@@ -130,14 +130,24 @@ def passes_teacher(groups: list[dict], teacher: dict) -> dict | None:
             evidence.append({"task": task, "student": student, "arm": arm,
                              "train_size": first[arm]["train_size"] if first[arm] else "none",
                              "clearly_from": clear["train_size"] if clear else "none"})
-        sizes = {a: g["train_size"] for a, g in first.items() if g}
-        if len(sizes) > 1 and len(set(sizes.values())) > 1:
-            from stepdistill.study.analysis import size_order
-
-            fewest = min(sizes, key=lambda a: size_order(sizes[a]))
-            sentences.append(f"{fewest} gets there (by the mean) with the fewest rows.")
+        sentences += _fewest(first, "by the mean") + _fewest(clearly, "with the whole interval above it")
     return {"question": "At which training-set size does the student pass the teacher?",
             "answer": " ".join(sentences), "evidence": evidence}
+
+
+def _fewest(first: dict[str, dict | None], how: str) -> list[str]:
+    """Which arm gets past the teacher on the fewest rows (``first``: arm -> its first such group), when two
+    or more arms get there at all."""
+    from stepdistill.study.analysis import size_order
+
+    sizes = {a: g["train_size"] for a, g in first.items() if g}
+    if len(sizes) < 2:
+        return []
+    fewest = min(sizes, key=lambda a: size_order(sizes[a]))
+    if len(set(sizes.values())) == 1:
+        return [f"{how[0].upper() + how[1:]}, {' and '.join(sizes)} get there on the same rows "
+                f"({rows_text(first[fewest])})."]
+    return [f"{fewest} gets there ({how}) with the fewest rows."]
 
 
 def _accuracy_text(t: dict, acc: float) -> str:
