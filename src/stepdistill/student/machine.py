@@ -38,6 +38,12 @@ def cpu_isa() -> list[str]:
     return sorted(f for f in (fields.get("flags") or fields.get("Features", "")).split() if f in _KERNEL_ISA)
 
 
+def has_bf16_units(isa: list[str]) -> bool:
+    """Whether a CPU with these flags (``cpu_isa()``, or a recorded machine's ``isa``) multiplies bf16 in
+    hardware."""
+    return bool(BF16_ISA & set(isa))
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` multiplies bfloat16 in hardware. Elsewhere bf16 autocast still runs but emulates it,
     converting operands between the formats: slower than plain fp32 (0.35x the examples/s of fp32 measured on
@@ -46,7 +52,7 @@ def native_bf16(device: torch.device) -> bool:
     On CUDA: compute capability 8.0 (Ampere) and later."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device.type == "cpu" and bool(BF16_ISA & set(cpu_isa()))
+    return device.type == "cpu" and has_bf16_units(cpu_isa())
 
 
 def resolve_precision(setting: str, device: torch.device) -> tuple[str, str | None]:

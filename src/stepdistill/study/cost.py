@@ -6,8 +6,9 @@ with four sampled rationales per input), while its examples/s differed 8-fold. S
 its arm trains per epoch (its training data built and tokenized exactly as training would: the rationale policies,
 the teacher-failure policy, the truncation) over the tokens/s of finished cells of the same student, taken from
 this machine's cells where there are any (the same CPU model with the same bf16 units, a VM may hide them, in the
-same precision: bf16 trained 3.8x faster than fp32 on a CPU with bf16 units and 0.35x on one without). Where the tokens cannot be counted (the student's tokenizer is not
-at hand, the data does not build), the examples/s of the arm's own cells, else of the student's other arms.
+same precision: bf16 trained 3.8x faster than fp32 on a CPU with bf16 units and 0.35x on one without). Where the
+tokens cannot be counted (the student's tokenizer is not at hand, the data does not build), the examples/s of the
+arm's own cells, else of the student's other arms.
 """
 
 from __future__ import annotations
@@ -31,15 +32,15 @@ def this_machine() -> dict:
     return machine_info(torch.device("cpu"))
 
 
-def has_bf16_units(machine: dict) -> bool:
-    from stepdistill.student.machine import BF16_ISA
+def bf16_units(machine: dict) -> bool:
+    from stepdistill.student.machine import has_bf16_units
 
-    return bool(BF16_ISA & set(machine.get("isa") or []))
+    return has_bf16_units(machine.get("isa") or [])
 
 
 def same_kind(a: dict, b: dict) -> bool:
     """Whether two machine descriptions train at the same speed: the same CPU model with the same bf16 units."""
-    return bool(a.get("cpu")) and a.get("cpu") == b.get("cpu") and has_bf16_units(a) == has_bf16_units(b)
+    return bool(a.get("cpu")) and a.get("cpu") == b.get("cpu") and bf16_units(a) == bf16_units(b)
 
 
 def training_tokens(spec: StudySpec, cell: Cell) -> int:
@@ -95,7 +96,7 @@ class CostModel:
         setting = self.spec.resolve(cell.overrides).train.mixed_precision
         if setting != "auto":
             return setting
-        return "bf16" if self.machine and has_bf16_units(self.machine) else "fp32"
+        return "bf16" if self.machine and bf16_units(self.machine) else "fp32"
 
     def token_rates(self, cell: Cell) -> tuple[list[float], bool]:
         """Tokens/s of the finished cells of ``cell``'s student: those of this kind of machine in ``cell``'s

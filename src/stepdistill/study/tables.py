@@ -63,7 +63,7 @@ def equal_budget_table(groups: list[dict], baseline: str) -> list[str]:
 def machines_line(records: list[dict]) -> str:
     """Which CPUs trained the cells: the same cell gives other numbers on another CPU model or thread count, and
     bf16 cells run several times slower on a CPU without bf16 units."""
-    from stepdistill.student.machine import BF16_ISA
+    from stepdistill.student.machine import has_bf16_units
 
     seen = Counter()
     for r in records:
@@ -71,7 +71,7 @@ def machines_line(records: list[dict]) -> str:
             if m is None:
                 seen["not recorded"] += 1
                 continue
-            units = "" if "isa" not in m else ", bf16 units" if BF16_ISA & set(m["isa"]) else ", no bf16 units"
+            units = "" if "isa" not in m else ", bf16 units" if has_bf16_units(m["isa"]) else ", no bf16 units"
             seen[f"{m['cpu']}{units}, {m['threads']} thread{'s' * (m['threads'] != 1)}, torch {m['torch']}"] += 1
     return "Trained on: " + "; ".join(f"{k} ({n} cells)" for k, n in seen.most_common()) + "."
 
