@@ -475,3 +475,32 @@ def test_which_arm_passes_the_teacher_on_fewest_rows_is_said_by_the_mean_and_by_
                             {"accuracy": 0.73})["answer"]
     assert answer.endswith("dsbs gets there (by the mean) with the fewest rows. With the whole interval above it, "
                            "ft and dsbs get there on the same rows (1000 rows).")
+
+
+def test_a_cell_resumed_after_a_kill_counts_the_wall_time_of_every_process(tmp_path):
+    from stepdistill.study.runner import close_wall, open_wall
+
+    ledger, log = tmp_path / "cell.wall", tmp_path / "cell.log"
+    log.write_text("progress\n")
+    assert open_wall(ledger, log) == 0.0  # first process: nothing earlier
+    state = json.loads(ledger.read_text())
+    ledger.write_text(json.dumps({**state, "open": state["open"] - 100}))  # it started 100 s ago ...
+    os.utime(log, (time.time() - 40, time.time() - 40))  # ... wrote its log until 40 s ago, then was killed
+    earlier = open_wall(ledger, log)  # the next process counts the killed one up to its last write
+    assert 59 < earlier < 61
+    assert close_wall(ledger, earlier, 30.0) == pytest.approx(earlier + 30.0)
+    assert json.loads(ledger.read_text()) == {"spent": pytest.approx(earlier + 30.0), "open": None}
+    assert open_wall(ledger, log) == pytest.approx(earlier + 30.0)  # a closed ledger adds nothing of its own
+
+
+def test_the_compute_table_marks_training_times_recorded_before_stalls_were_kept_apart():
+    from stepdistill.study.tables import compute_table
+
+    base = {"task": "svamp", "student": "s", "train_size": 720, "epochs": 3.0, "train_sequences": 10,
+            "wall_s": 100.0}
+    rows = [{**base, "arm": "c", "train_seconds": 900.0},  # recorded before stall accounting
+            {**base, "arm": "c", "train_seconds": 300.0, "stalled_seconds": 0.0},
+            {**base, "arm": "d", "train_seconds": 200.0, "stalled_seconds": 12.5}]
+    table = "\n".join(compute_table(rows))
+    assert "| svamp, s, 720 | c | 2 | 10 | 30 | 600 † (1 of 2) | 100 |" in table
+    assert "| svamp, s, 720 | d | 1 | 10 | 30 | 200 | 100 |" in table

@@ -38,6 +38,8 @@ def run_cell(spec: StudySpec, cell: Cell, runs_dir: Path, threads: int | None) -
     run_dir = runs_dir / cell.dir_name()
     log_path = run_dir.with_name(run_dir.name + ".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger = run_dir.with_name(run_dir.name + ".wall")
+    earlier = open_wall(ledger, log_path)
     t0 = time.time()
     with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
@@ -51,7 +53,36 @@ def run_cell(spec: StudySpec, cell: Cell, runs_dir: Path, threads: int | None) -
             traceback.print_exc()
             raise StepdistillError(f"cell {cell.label()} failed: {type(exc).__name__}: {exc} (log: {log_path})") \
                 from exc
-    return record_from_run(cell, run_dir, time.time() - t0, spec.set, task_name(spec.resolve(cell.overrides)))
+    wall_s = close_wall(ledger, earlier, time.time() - t0)
+    return record_from_run(cell, run_dir, wall_s, spec.set, task_name(spec.resolve(cell.overrides)))
+
+
+def open_wall(ledger: Path, log_path: Path) -> float:
+    """The wall seconds earlier processes spent on a cell (a cell killed at a session's end resumes in the next),
+    and mark this process's start in its ledger. A process that died without closing its segment is counted up to
+    the last write to the cell's log (progress bars write to it every step)."""
+    import json
+
+    state = json.loads(ledger.read_text()) if ledger.is_file() else {"spent": 0.0, "open": None}
+    spent = float(state.get("spent") or 0.0)
+    if state.get("open") is not None and log_path.is_file():
+        spent += max(0.0, log_path.stat().st_mtime - state["open"])
+    write_wall(ledger, {"spent": spent, "open": time.time()})
+    return spent
+
+
+def close_wall(ledger: Path, earlier: float, this_process: float) -> float:
+    total = earlier + this_process
+    write_wall(ledger, {"spent": total, "open": None})
+    return total
+
+
+def write_wall(ledger: Path, state: dict) -> None:
+    import json
+
+    tmp = ledger.with_name(ledger.name + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, ledger)
 
 
 def train_and_test(spec: StudySpec, cell: Cell, run_dir: Path, threads: int | None) -> None:

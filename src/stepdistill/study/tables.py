@@ -86,13 +86,20 @@ def compute_table(records: list[dict]) -> list[str]:
     arms: dict[tuple, list[dict]] = {}
     for r in records:
         arms.setdefault((r.get("task"), r.get("student"), size_tag(r.get("train_size")), r["arm"]), []).append(r)
-    lines = ["## Compute per arm", "", "Means per run; `–` where a record predates the sequence count.", "",
+    lines = ["## Compute per arm", "",
+             "Means per run; `–` where a record predates the sequence count. Train s leaves out stalls (steps over "
+             "5x the median step, counted at the median: a paused or starved process); `†`: some of the arm's runs "
+             "were recorded before stalls were kept apart, so their pauses, if any, are in it (n of the runs). Wall "
+             "s: every process a cell took, a run resumed after a kill included (cells recorded before the wall "
+             "ledger: the last process only).", "",
              "| task, student, rows | arm | runs | sequences / epoch | sequences seen | train s | wall s |",
              "|---|---|---|---|---|---|---|"]
     for (task, student, rows, arm), rs in sorted(arms.items(), key=lambda kv: [str(k) for k in kv[0]]):
         seqs = mean([r["train_sequences"] for r in rs if r.get("train_sequences")])
         seen = mean([r["train_sequences"] * r["epochs"] for r in rs if r.get("train_sequences")])
+        unsure = sum(r.get("stalled_seconds") is None for r in rs)
         lines.append(f"| {task}, {student}, {rows} | {arm} | {len(rs)} | {seconds(seqs)} | {seconds(seen)} | "
-                     f"{seconds(mean([r['train_seconds'] for r in rs if r.get('train_seconds') is not None]))} | "
+                     f"{seconds(mean([r['train_seconds'] for r in rs if r.get('train_seconds') is not None]))}"
+                     f"{f' † ({unsure} of {len(rs)})' if unsure else ''} | "
                      f"{seconds(mean([r['wall_s'] for r in rs if r.get('wall_s') is not None]))} |")
     return lines + [""]
