@@ -86,7 +86,13 @@ def server_command(engine: str, target: Path, port: int, args, precision: str | 
                 "--n_threads", str(args.threads), "--n_ctx", "2048"], "/v1/models"
     return [sys.executable, "-m", "stepdistill", "serve", str(target), "--engine", engine, "--port", str(port),
             "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning",
-            *(["--precision", precision] if precision else [])], "/health"
+            *(torch_flags(precision) if precision else [])], "/health"
+
+
+def torch_flags(variant: str) -> list[str]:
+    """Server flags of a --torch-precisions entry: a precision, optionally ``:no-drafts``."""
+    precision, _, extra = variant.partition(":")
+    return ["--precision", precision, *(["--no-drafts"] if extra == "no-drafts" else [])]
 
 
 async def load(ask, items: list, concurrency: int) -> tuple[list[float], list, dict]:
@@ -249,7 +255,8 @@ def main() -> None:
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated (default {','.join(ENGINES)})")
     p.add_argument("--quants", default="f16,q8_0", help="GGUF quantisations for the llama.cpp engines (f16,q8_0)")
     p.add_argument("--torch-precisions", default="auto", help="--precision values for the torch engine, the first "
-                   "one the reference for label agreement (default auto; e.g. auto,float32)")
+                   "one the reference for label agreement, each optionally with ':no-drafts' (one token a forward) "
+                   "(default auto; e.g. float32:no-drafts,auto)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8; 1 is also measured)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads of each server (default 2)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="our server's micro-batch wait (default 5)")

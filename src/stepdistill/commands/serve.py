@@ -45,6 +45,9 @@ def add_arguments(p):
                    choices=("auto", "float32", "bfloat16", "float16", "float16-decode"),
                    help="torch engine (default auto: bfloat16 where the CPU/GPU has bf16 units; on a CPU without "
                    "them float16-decode: float32 math with a float16 copy of the weights for decoding steps)")
+    p.add_argument("--no-drafts", dest="drafts", action="store_false",
+                   help="torch engine: decode one token per forward (default: a lone request checks up to 4 tokens "
+                   "a forward, drafted from the answers given so far; the same tokens either way)")
     p.add_argument("--model-name", help="model id on /v1/models (default: TASK-METHOD-student)")
     p.add_argument("--threads", type=int, help="CPU threads of the engine (1 is often fastest for small students on a "
                    "busy or small CPU)")
@@ -73,5 +76,5 @@ def main(args) -> int:
                              rate_burst=args.rate_burst)
     serve(args.run_dir, host=args.host, port=args.port, settings=settings, log_level=args.log_level,
           engine=args.engine, api_key=args.api_key, model_name=args.model_name, threads=args.threads,
-          precision=args.precision)
+          precision=args.precision, drafts=args.drafts)
     return 0

@@ -201,6 +201,8 @@ def describe(student, info: dict | None) -> dict:
     base["engine"] = getattr(student, "engine", "torch")
     if getattr(student, "precision", None):
         base["precision"] = student.precision
+    if hasattr(student, "drafts"):
+        base["drafts"] = student.drafts is not None
     return base
 
 
@@ -320,7 +322,8 @@ def uvicorn_config(app, settings: ServeSettings, **kw):
 
 def serve(path: str, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
           log_level: str = "info", *, engine: str = "torch", api_key: str | None = None,
-          model_name: str | None = None, threads: int | None = None, precision: str = "auto") -> None:
+          model_name: str | None = None, threads: int | None = None, precision: str = "auto",
+          drafts: bool = True) -> None:
     """Load the student of a run (or exported) directory with ``engine`` and serve it with uvicorn until
     interrupted. ``api_key`` defaults to $STEPDISTILL_API_KEY."""
     try:
@@ -336,9 +339,10 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, settings: ServeS
     if settings.problems():
         raise StepdistillError("; ".join(settings.problems()))
     api_key = api_key_from(api_key)
-    options = {"precision": precision} if engine == "torch" else {}
-    if precision != "auto" and not options:
-        raise StepdistillError(f"--precision applies to the torch engine; the {engine} engine runs its file as is")
+    options = {"precision": precision, "drafts": drafts} if engine == "torch" else {}
+    if (precision != "auto" or not drafts) and not options:
+        raise StepdistillError(f"--precision and --no-drafts apply to the torch engine; the {engine} engine runs "
+                               "its file as is")
     student = load_engine(engine, path, threads=threads, **options)
     info_dir = Path(path).parent if str(path).endswith(".gguf") else path
     app = create_app(student, settings, info=run_info(info_dir).summary(), api_key=api_key, model_name=model_name)

@@ -1,0 +1,94 @@
+"""Greedy decoding of one prompt with drafted tokens checked in one forward: the served torch student's fast path
+at concurrency 1, with the same tokens as one-token-at-a-time greedy decoding.
+
+A student's answers are formulaic: ``( 45.0 * 10.0 )`` on SVAMP, a label name on a classification task. So a
+table of which token followed which two tokens in the answers the engine has given guesses the next few tokens
+well (on the SVAMP student, 14 tokens an answer took 5 forwards instead of 14 in a simulation over its test
+answers). Each step feeds the last token and up to ``k`` drafted ones; the model's own greedy choice at every
+position decides: drafts are kept while they agree with it, the first disagreement is replaced by the model's
+token, and the key/value cache forgets what it held for the rejected drafts. A wrong guess costs only the extra
+rows of that forward, which on a CPU cost little: a decode step reads every weight for one row as for five.
+
+    table = DraftTable()
+    tokens = greedy_with_drafts(model, prompt_ids, max_new_tokens=32, eos=tokenizer.eos_token_id, table=table)
+    table.learn(tokens)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import torch
+
+N = 2  # tokens of context a draft is looked up by
+K = 4  # drafted tokens per forward: five rows, still a matrix-vector product's cost on a CPU
+
+
+class DraftTable:
+    """Counts of the token that followed each ``N`` tokens in the answers given so far (the start of an answer
+    is padded with -1), learnt as the engine answers; at most ``max_contexts`` contexts, then it stops growing."""
+
+    def __init__(self, max_contexts: int = 200_000):
+        self.next: dict[tuple, Counter] = {}
+        self.max_contexts = max_contexts
+        self.lock = threading.Lock()
+
+    def learn(self, tokens: list[int]) -> None:
+        seq = [-1] * N + list(tokens)
+        with self.lock:
+            for i in range(N, len(seq)):
+                ctx = tuple(seq[i - N:i])
+                counts = self.next.get(ctx)
+                if counts is None:
+                    if len(self.next) >= self.max_contexts:
+                        continue
+                    counts = self.next[ctx] = Counter()
+                counts[seq[i]] += 1
+
+    def draft(self, tokens: list[int], k: int = K) -> list[int]:
+        """Up to ``k`` likely next tokens after ``tokens`` (the answer so far), each the most frequent follower
+        of the two before it; fewer where the table has never seen the context."""
+        seq, out = [-1] * N + list(tokens), []
+        with self.lock:
+            for _ in range(k):
+                counts = self.next.get(tuple(seq[-N:]))
+                if not counts:
+                    break
+                seq.append(counts.most_common(1)[0][0])
+                out.append(seq[-1])
+        return out
+
+
+def greedy_with_drafts(model, prompt: list[int], max_new_tokens: int, eos: int, table: DraftTable,
+                       k: int = K) -> list[int]:
+    """The greedy continuation of one prompt (up to and including eos, at most ``max_new_tokens`` tokens), each
+    forward checking up to ``k`` drafted tokens from ``table``."""
+    from transformers import DynamicCache
+
+    if max_new_tokens <= 0:
+        return []
+    device = next(model.parameters()).device
+    cache = DynamicCache()
+    with torch.inference_mode():
+        ids = torch.tensor([prompt], device=device)
+        pos = torch.arange(len(prompt), device=device)[None]
+        logits = model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True,
+                       logits_to_keep=1).logits
+        out = [int(logits[0, -1].argmax())]
+        while out[-1] != eos and len(out) < max_new_tokens:
+            drafts = table.draft(out, min(k, max_new_tokens - len(out) - 1))
+            start = len(prompt) + len(out) - 1  # the position of the last token, not yet in the cache
+            ids = torch.tensor([[out[-1], *drafts]], device=device)
+            pos = torch.arange(start, start + ids.shape[1], device=device)[None]
+            logits = model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True).logits
+            chosen = logits[0].argmax(-1).tolist()  # the model's token after each fed position
+            kept = 0
+            while kept < len(drafts) and drafts[kept] == chosen[kept] and drafts[kept] != eos:
+                kept += 1
+            out += drafts[:kept] + [chosen[kept]]
+            if kept < len(drafts):  # the cache holds the rejected drafts: forget them
+                cache.crop(-(len(drafts) - kept))
+        if eos in out:
+            out = out[:out.index(eos) + 1]
+    return out[:max_new_tokens]

@@ -1,0 +1,84 @@
+"""Decoding with drafted tokens (``serve/drafts.py``): the torch engine's path for one prompt at a time gives the
+tokens of one-token-a-forward greedy decoding, whatever the drafts: none, all right, or all wrong."""
+
+from __future__ import annotations
+
+import pytest
+from serve_helpers import TEXTS, lively_model_dir
+
+from stepdistill.serve.drafts import DraftTable, greedy_with_drafts
+from stepdistill.serve.engines import greedy_causal, load_engine
+from stepdistill.student import Student
+
+
+def test_the_table_drafts_the_most_frequent_follower_of_the_last_two_tokens():
+    table = DraftTable()
+    for seq in ([1, 2, 3, 9], [1, 2, 3, 9], [1, 2, 4, 9]):
+        table.learn(seq)
+    assert table.draft([]) == [1, 2, 3, 9]  # the start of an answer has its own context
+    assert table.draft([1, 2], k=1) == [3]
+    assert table.draft([7, 7]) == []  # never seen
+    full = DraftTable(max_contexts=2)
+    full.learn([5, 6, 7, 8])
+    assert len(full.next) == 2 and full.draft([]) == [5, 6]
+
+
+def forward_counter(model):
+    calls = []
+    forward = model.forward
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    model.forward = counted
+    return calls
+
+
+@pytest.mark.parametrize("seed", ["none", "right", "wrong"])
+def test_drafted_decoding_gives_the_tokens_of_plain_greedy_decoding(tmp_path, seed):
+    student = Student.load(lively_model_dir(tmp_path))
+    prompts = student._prompts("rationale", TEXTS, 64)
+    eos = student.tokenizer.eos_token_id
+    want = []
+    for p in prompts:
+        greedy_causal(student.model, student.tokenizer, [p], 24, 1, learn=want.append)
+    assert any(len(w) > 6 for w in want)
+    table = DraftTable()
+    if seed == "right":
+        for w in want:
+            table.learn(w)
+    elif seed == "wrong":
+        for w in want:
+            table.learn([(t + 1) % 50 for t in w])
+    calls = forward_counter(student.model)
+    got = [greedy_with_drafts(student.model, p, 24, eos, table) for p in prompts]
+    assert got == want
+    steps = sum(len(w) for w in want)  # one forward per token without drafts
+    if seed == "right":
+        assert len(calls) < steps / 2 and max(calls[1:]) > 1  # several tokens checked per forward
+    for budget in (1, 2, 5):
+        assert greedy_with_drafts(student.model, prompts[0], budget, eos, table) == want[0][:budget]
+
+
+def test_the_torch_engine_drafts_one_prompt_at_a_time_and_answers_as_generate(tmp_path):
+    model_dir = lively_model_dir(tmp_path)
+    fast, plain = (load_engine("torch", model_dir, precision="float32", drafts=d) for d in (True, False))
+    assert fast.drafts is not None and plain.drafts is None
+    inputs = TEXTS + [t.replace("apples", "pears") for t in TEXTS]
+    want = Student.load(model_dir).predict(inputs, explain=True, batch_size=1)
+    for _ in range(2):  # the second time, the table knows every answer
+        assert [fast.predict([x], explain=True)[0] for x in inputs] == want
+    assert fast.drafts.next and plain.predict(inputs, explain=True, batch_size=1) == want
+    assert load_engine("torch", model_dir, precision="float16-decode").drafts is None
+
+
+def test_info_says_whether_the_engine_drafts_and_other_engines_refuse_no_drafts(tmp_path):
+    from stepdistill.errors import StepdistillError
+    from stepdistill.serve.server import describe, serve
+
+    model_dir = lively_model_dir(tmp_path)
+    assert describe(load_engine("torch", model_dir, precision="float32"), None)["drafts"] is True
+    assert describe(load_engine("torch", model_dir, precision="float32", drafts=False), None)["drafts"] is False
+    with pytest.raises(StepdistillError, match="--no-drafts apply to the torch engine"):
+        serve(str(model_dir), engine="onnx", drafts=False)
