@@ -4,7 +4,7 @@ tokens of one-token-a-forward greedy decoding, whatever the drafts: none, all ri
 from __future__ import annotations
 
 import pytest
-from serve_helpers import TEXTS, lively_model_dir
+from serve_helpers import TEXTS, lively_bpe_dir, lively_model_dir
 
 from stepdistill.serve.drafts import DraftTable, greedy_with_drafts
 from stepdistill.serve.engines import greedy_causal, load_engine
@@ -82,3 +82,15 @@ def test_info_says_whether_the_engine_drafts_and_other_engines_refuse_no_drafts(
     assert describe(load_engine("torch", model_dir, precision="float32", drafts=False), None)["drafts"] is False
     with pytest.raises(StepdistillError, match="--no-drafts apply to the torch engine"):
         serve(str(model_dir), engine="onnx", drafts=False)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma"])
+def test_drafted_decoding_keeps_the_tokens_of_other_architectures(tmp_path, arch):
+    student = Student.load(lively_bpe_dir(tmp_path, arch))
+    eos = student.tokenizer.eos_token_id
+    for p in student._prompts("rationale", TEXTS, 64):
+        want = []
+        greedy_causal(student.model, student.tokenizer, [p], 24, 1, learn=want.append)
+        table = DraftTable()
+        table.learn(want[0][:5] + [(t + 1) % 50 for t in want[0][5:]])  # right, then wrong
+        assert greedy_with_drafts(student.model, p, 24, eos, table) == want[0]
