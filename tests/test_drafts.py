@@ -94,3 +94,19 @@ def test_drafted_decoding_keeps_the_tokens_of_other_architectures(tmp_path, arch
         table = DraftTable()
         table.learn(want[0][:5] + [(t + 1) % 50 for t in want[0][5:]])  # right, then wrong
         assert greedy_with_drafts(student.model, p, 24, eos, table) == want[0]
+
+
+def test_where_the_table_is_unsure_the_prompt_is_looked_up():
+    from stepdistill.serve.drafts import prompt_index
+
+    index = prompt_index([10, 11, 12, 13, 11, 14, 7, 5])  # 11 is followed by 12, then (last) by 14
+    table = DraftTable()
+    assert table.draft([11], k=1, prompt=index) == [14]  # the last occurrence of the run
+    assert table.draft([10, 11], k=3, prompt=index) == [12, 13, 11]  # the longest run decides
+    for seq in ([7, 9], [7, 9], [7, 8], [7, 6]):
+        table.learn(seq)
+    assert table.draft([7], k=1, prompt=index) == [9]  # 9 followed 7 in half the answers: the table is sure
+    table.learn([7, 8])
+    assert table.draft([7], k=1, prompt=index) == [5]  # 2 of 5: unsure, so what followed 7 in the prompt
+    assert table.draft([7], k=1, prompt={}) == [9]  # nothing there: the table's most frequent
+    assert table.draft([3, 3], k=2, prompt={}) == []
