@@ -28,6 +28,7 @@ import torch
 
 N = 2  # tokens of context a draft is looked up by
 K = 4  # drafted tokens per forward: five rows, still a matrix-vector product's cost on a CPU
+LOOKUP = 3  # the longest run of last tokens looked up in the prompt
 
 
 class DraftTable:
@@ -71,8 +72,6 @@ class DraftTable:
                 out.append(nxt)
         return out
 
-
-LOOKUP = 3  # the longest run of last tokens looked up in the prompt
 
 
 def prompt_index(prompt: list[int]) -> dict:
