@@ -77,8 +77,20 @@ def test_info_says_whether_the_engine_drafts_and_other_engines_refuse_no_drafts(
     from stepdistill.errors import StepdistillError
     from stepdistill.serve.server import describe, serve
 
+    import httpx
+    from serve_helpers import ThreadServer
+
+    from stepdistill.serve.server import create_app
+
     model_dir = lively_model_dir(tmp_path)
-    assert describe(load_engine("torch", model_dir, precision="float32"), None)["drafts"] is True
+    engine = load_engine("torch", model_dir, precision="float32")
+    assert describe(engine, None)["drafts"] is True
+    with ThreadServer(create_app(engine)) as url:
+        for _ in range(2):
+            assert httpx.post(url + "/predict", json={"inputs": [TEXTS[0]]}).status_code == 200
+        drafts = httpx.get(url + "/health").json()["drafts"]
+    assert drafts["answers"] == 2 and drafts["tokens"] >= drafts["forwards"] >= 2 and drafts["contexts"] > 0
+    assert drafts["tokens_per_forward"] == round(drafts["tokens"] / drafts["forwards"], 2)
     assert describe(load_engine("torch", model_dir, precision="float32", drafts=False), None)["drafts"] is False
     with pytest.raises(StepdistillError, match="--no-drafts apply to the torch engine"):
         serve(str(model_dir), engine="onnx", drafts=False)

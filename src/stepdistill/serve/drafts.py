@@ -39,6 +39,17 @@ class DraftTable:
         self.next: dict[tuple, Counter] = {}
         self.max_contexts = max_contexts
         self.lock = threading.Lock()
+        self.answers = self.tokens = self.forwards = 0  # decoded with drafts: what they saved (GET /health)
+
+    def stats(self) -> dict:
+        with self.lock:
+            return {"answers": self.answers, "tokens": self.tokens, "forwards": self.forwards,
+                    "tokens_per_forward": round(self.tokens / self.forwards, 2) if self.forwards else None,
+                    "contexts": len(self.next)}
+
+    def count(self, tokens: int, forwards: int) -> None:
+        with self.lock:
+            self.answers, self.tokens, self.forwards = self.answers + 1, self.tokens + tokens, self.forwards + forwards
 
     def learn(self, tokens: list[int]) -> None:
         seq = [-1] * N + list(tokens)
@@ -108,8 +119,9 @@ def greedy_with_drafts(model, prompt: list[int], max_new_tokens: int, eos: int, 
         pos = torch.arange(len(prompt), device=device)[None]
         logits = model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True,
                        logits_to_keep=1).logits
-        out = [int(logits[0, -1].argmax())]
+        out, forwards = [int(logits[0, -1].argmax())], 1
         while out[-1] != eos and len(out) < max_new_tokens:
+            forwards += 1
             drafts = table.draft(out, min(k, max_new_tokens - len(out) - 1), index)
             start = len(prompt) + len(out) - 1  # the position of the last token, not yet in the cache
             ids = torch.tensor([[out[-1], *drafts]], device=device)
@@ -124,4 +136,5 @@ def greedy_with_drafts(model, prompt: list[int], max_new_tokens: int, eos: int, 
                 cache.crop(-(len(drafts) - kept))
         if eos in out:
             out = out[:out.index(eos) + 1]
+    table.count(len(out), forwards)
     return out[:max_new_tokens]

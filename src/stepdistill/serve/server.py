@@ -295,6 +295,8 @@ def create_app(student, settings: ServeSettings | None = None, info: dict | None
     async def health():
         body = {"status": "ok" if batcher.alive else "error", "uptime_s": round(time.time() - started, 1),
                 "batching": batcher.stats.public(), "requests": asdict(requests)}
+        if getattr(student, "drafts", None) is not None:
+            body["drafts"] = student.drafts.stats()
         return JSONResponse(body, status_code=200 if batcher.alive else 503)
 
     @app.get("/info")
