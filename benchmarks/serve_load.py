@@ -164,7 +164,9 @@ def bench_engine(engine: str, target: Path, rows: list, task, spec: dict, args, 
             print(json.dumps({"engine": engine, "target": target.name, "precision": precision,
                               **{k: v for k, v in res.items() if k != "_labels"}}), file=sys.stderr)
             levels.append(res)
-        return {"engine": engine, "target": str(target), "command": shlex.join(cmd), "levels": levels}
+        health = httpx.get(url + "/health", timeout=30).json() if engine != "llamacpp-server" else {}
+        return {"engine": engine, "target": str(target), "command": shlex.join(cmd), "levels": levels,
+                **({"drafts": health["drafts"]} if "drafts" in health else {})}  # tokens per forward, torch
     finally:
         proc.terminate()
         try:
