@@ -258,15 +258,15 @@ def resolve_dtype(precision: str) -> str:
 
 
 def _torch(path: str | Path, threads: int | None = None, precision: str = "auto", drafts: bool = True) -> Student:
-    from stepdistill.serve import drafts as drafting
     from stepdistill.serve.info import run_info
 
     precision = resolve_dtype(precision)
     student = TorchStudent.load(path, dtype="float32" if precision == DECODE16 else precision)
     if drafts and student.family == "causal" and precision != DECODE16:
         # not with float16 decode weights: the CPU multiplies them one row at a time, so checking K drafts (K + 1
-        # rows) costs K + 1 steps (SVAMP student, 2-core EPYC: 493 ms a request with drafts, 426 without)
-        student.drafts = drafting.DraftTable()
+        # rows) costs K + 1 steps (SVAMP student, 2-core EPYC, in-process: 462-502 ms a request with drafts,
+        # 426-455 without)
+        student.drafts = DraftTable()
     if precision == DECODE16 and student.family == "causal":
         half_decode(student.model)
     student.precision = precision
