@@ -57,6 +57,7 @@ def test_drafted_decoding_gives_the_tokens_of_plain_greedy_decoding(tmp_path, se
     steps = sum(len(w) for w in want)  # one forward per token without drafts
     if seed == "right":
         assert len(calls) < steps / 2 and max(calls[1:]) > 1  # several tokens checked per forward
+        assert calls[0] > len(prompts[0])  # the prompt's forward checks the start of the answer too
     for budget in (1, 2, 5):
         assert greedy_with_drafts(student.model, prompts[0], budget, eos, table) == want[0][:budget]
 

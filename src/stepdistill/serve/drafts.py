@@ -107,34 +107,29 @@ def looked_up(index: dict, seq: list[int]) -> int | None:
 def greedy_with_drafts(model, prompt: list[int], max_new_tokens: int, eos: int, table: DraftTable,
                        k: int = K) -> list[int]:
     """The greedy continuation of one prompt (up to and including eos, at most ``max_new_tokens`` tokens), each
-    forward checking up to ``k`` drafted tokens from ``table``."""
+    forward checking up to ``k`` drafted tokens from ``table``; the first forward reads the prompt and checks the
+    drafts of an answer's start at once."""
     from transformers import DynamicCache
 
-    if max_new_tokens <= 0:
-        return []
     device = next(model.parameters()).device
     cache, index = DynamicCache(), prompt_index(prompt)
+    out, fed, forwards = [], list(prompt), 0  # fed: tokens not yet in the cache
     with torch.inference_mode():
-        ids = torch.tensor([prompt], device=device)
-        pos = torch.arange(len(prompt), device=device)[None]
-        logits = model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True,
-                       logits_to_keep=1).logits
-        out, forwards = [int(logits[0, -1].argmax())], 1
-        while out[-1] != eos and len(out) < max_new_tokens:
-            forwards += 1
+        while len(out) < max_new_tokens and (not out or out[-1] != eos):
             drafts = table.draft(out, min(k, max_new_tokens - len(out) - 1), index)
-            start = len(prompt) + len(out) - 1  # the position of the last token, not yet in the cache
-            ids = torch.tensor([[out[-1], *drafts]], device=device)
+            start = len(prompt) + len(out) - len(fed)  # the position of fed[0]
+            ids = torch.tensor([fed + drafts], device=device)
             pos = torch.arange(start, start + ids.shape[1], device=device)[None]
-            logits = model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True).logits
-            chosen = logits[0].argmax(-1).tolist()  # the model's token after each fed position
+            logits = model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True,
+                           logits_to_keep=len(drafts) + 1).logits
+            forwards += 1
+            chosen = logits[0].argmax(-1).tolist()  # the model's token after the last fed token and each draft
             kept = 0
             while kept < len(drafts) and drafts[kept] == chosen[kept] and drafts[kept] != eos:
                 kept += 1
             out += drafts[:kept] + [chosen[kept]]
             if kept < len(drafts):  # the cache holds the rejected drafts: forget them
                 cache.crop(-(len(drafts) - kept))
-        if eos in out:
-            out = out[:out.index(eos) + 1]
+            fed = [out[-1]]
     table.count(len(out), forwards)
-    return out[:max_new_tokens]
+    return out
