@@ -89,7 +89,7 @@ def test_half_decode_linear_reads_float16_weights_for_a_few_rows_only_and_never_
         assert half(few).dtype == torch.float32
 
 
-def test_auto_precision_is_bf16_with_bf16_units_and_float16_decode_on_a_cpu_without(monkeypatch):
+def test_auto_precision_is_bf16_with_bf16_units_and_float32_on_a_cpu_without(monkeypatch):
     from stepdistill.serve.engines import resolve_dtype
     from stepdistill.student import machine
 
@@ -97,7 +97,7 @@ def test_auto_precision_is_bf16_with_bf16_units_and_float16_decode_on_a_cpu_with
     monkeypatch.setattr(machine, "native_bf16", lambda device: True)
     assert resolve_dtype("auto") == "bfloat16"
     monkeypatch.setattr(machine, "native_bf16", lambda device: False)
-    assert resolve_dtype("auto") == "float16-decode"
+    assert resolve_dtype("auto") == "float32"
     with pytest.raises(StepdistillError, match="float16-decode"):
         resolve_dtype("int4")
 

@@ -43,8 +43,9 @@ def add_arguments(p):
                    "from `stepdistill export --gguf`), onnx (an export with --onnx; label-only)")
     p.add_argument("--precision", default="auto",
                    choices=("auto", "float32", "bfloat16", "float16", "float16-decode"),
-                   help="torch engine (default auto: bfloat16 where the CPU/GPU has bf16 units; on a CPU without "
-                   "them float16-decode: float32 math with a float16 copy of the weights for decoding steps)")
+                   help="torch engine (default auto: bfloat16 where the CPU/GPU has bf16 units, else float32; "
+                   "float16-decode: float32 math with a float16 copy of the weights for decoding steps, without "
+                   "drafts)")
     p.add_argument("--no-drafts", dest="drafts", action="store_false",
                    help="torch engine: decode one token per forward (default: a lone request checks up to 4 tokens "
                    "a forward, drafted from the answers given so far; the same tokens either way)")

@@ -7,8 +7,8 @@ whose ``generate`` (greedy continuations of token-id prompts) runs elsewhere.
     stepdistill export runs/svamp-smollm2 exported/svamp --onnx && stepdistill serve exported/svamp --engine onnx
 
 - ``torch``: the PyTorch student with a lean greedy loop over the KV cache (causal students; same tokens as
-  ``generate``), precision ``auto`` (bf16 where the device has bf16 units; on a CPU without them float32 math
-  with float16 weights for decoding steps: ``HalfDecodeLinear``), and label scoring where the
+  ``generate``), precision ``auto`` (bf16 where the device has bf16 units, else float32; ``float16-decode``
+  reads float16 weights in decoding steps: ``HalfDecodeLinear``), and label scoring where the
   run's validation showed scoring at least as accurate as generation (or the student's own setting); a lone
   prompt decodes several tokens a forward, drafted from the answers given so far (``serve/drafts.py``).
 - ``llamacpp``: the exported GGUF in-process through llama.cpp's C API, fed the exact prompt token ids
@@ -244,14 +244,15 @@ def half_decode(model, rows: int = 4) -> int:
 
 
 def resolve_dtype(precision: str) -> str:
-    """``auto``: bfloat16 where the CPU (or GPU) has bf16 units; float32 with float16 decode weights on a CPU
-    without them (labels of the SVAMP student: 200/200 as in float32, 1.9x the requests/s); float32 on other
-    GPUs. Or the precision named."""
+    """``auto``: bfloat16 where the CPU (or GPU) has bf16 units, else float32. (On a CPU without bf16 units
+    float32 with drafted tokens served the SVAMP student at 1.74 and 1.67 req/s alone against float16-decode's
+    1.11 and 1.36, every label the same: benchmarks/results/serve_load_torch_nobf16_paths.json.) Or the
+    precision named."""
     if precision == "auto":
         from stepdistill.student.machine import native_bf16
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return "bfloat16" if native_bf16(device) else DECODE16 if device.type == "cpu" else "float32"
+        return "bfloat16" if native_bf16(device) else "float32"
     if precision not in PRECISIONS:
         raise StepdistillError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     return precision
