@@ -372,6 +372,12 @@ def test_the_teacher_line_is_named_after_the_teacher_the_runs_learned_from():
     assert teacher_from(runs) == {"name": "my-llm-70b", "accuracy": 0.8}
     assert teacher_from([{"teacher_test_accuracy": 0.5}]) == {"name": "teacher", "accuracy": 0.5}  # older records
     assert teacher_from([{"teacher": "my-llm-70b"}]) is None  # no run measured the teacher
+    # runs on another file's rationales name its writers, not the teacher whose labels the test split holds
+    extra = "eit-chatgpt-level1 (rationales from extra.jsonl)"
+    runs = [{"teacher_test_accuracy": 0.745, "teacher": extra}, {"teacher_test_accuracy": 0.745, "teacher": extra},
+            {"teacher_test_accuracy": 0.745, "teacher": f"PaLM-540B, {extra}"}]
+    assert teacher_from(runs)["name"] == "PaLM-540B"
+    assert teacher_from(runs[:2])["name"] == "teacher"
 
 
 def test_a_cell_is_priced_by_the_tokens_its_arm_trains_at_the_tokens_per_s_of_this_machine(tmp_path):

@@ -123,11 +123,20 @@ def named_teacher(provenance: str | None) -> bool:
     return bool(provenance) and provenance not in (NO_TEACHER, UNKNOWN_TEACHER)
 
 
+def own_teacher(provenance: str | None) -> str | None:
+    """The task's own teacher in a run's ``train.data.teacher``, without the sources of other rationales files
+    ("X (rationales from FILE)"): the teacher whose labels the test split's teacher accuracy measures."""
+    if not named_teacher(provenance):
+        return None
+    return ", ".join(p for p in provenance.split(", ") if "(rationales from " not in p) or None
+
+
 def teacher_from(records: list[dict]) -> dict | None:
     """The teacher labels' own test accuracy, where the runs measured it, under the name the rationale-trained
-    runs give their teacher (the rows' ``teacher`` field or the task's ``teacher:``), else "teacher"."""
+    runs give the task's own teacher (the rows' ``teacher`` field or the task's ``teacher:``; not the writers of
+    an extra rationales file, whose labels the test split does not hold), else "teacher"."""
     values = [r["teacher_test_accuracy"] for r in records if r.get("teacher_test_accuracy") is not None]
-    names = Counter(r["teacher"] for r in records if named_teacher(r.get("teacher")))
+    names = Counter(n for n in (own_teacher(r.get("teacher")) for r in records) if n)
     name = names.most_common(1)[0][0] if names else "teacher"
     return {"name": name, "accuracy": round(statistics.mean(values), 4)} if values else None
 
