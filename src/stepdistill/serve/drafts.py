@@ -84,7 +84,6 @@ class DraftTable:
         return out
 
 
-
 def prompt_index(prompt: list[int]) -> dict:
     """For each run of 1 to ``LOOKUP`` tokens of the prompt, the token that followed its last occurrence."""
     index = {}

@@ -9,6 +9,7 @@ trained again: its finished run directory is read back (a killed training resume
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -61,8 +62,6 @@ def open_wall(ledger: Path, log_path: Path) -> float:
     """The wall seconds earlier processes spent on a cell (a cell killed at a session's end resumes in the next),
     and mark this process's start in its ledger. A process that died without closing its segment is counted up to
     the last write to the cell's log (progress bars write to it every step)."""
-    import json
-
     state = json.loads(ledger.read_text()) if ledger.is_file() else {"spent": 0.0, "open": None}
     spent = float(state.get("spent") or 0.0)
     if state.get("open") is not None and log_path.is_file():
@@ -78,8 +77,6 @@ def close_wall(ledger: Path, earlier: float, this_process: float) -> float:
 
 
 def write_wall(ledger: Path, state: dict) -> None:
-    import json
-
     tmp = ledger.with_name(ledger.name + ".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, ledger)
@@ -121,8 +118,6 @@ def same_cell(run_dir: Path, cell: Cell) -> bool:
 
 def finished_run(run_dir: Path, cell: Cell) -> bool:
     """Trained and tested, with this cell's settings."""
-    import json
-
     metrics = run_dir / "metrics.json"
     return (metrics.is_file() and (run_dir / "predictions.jsonl").is_file()
             and (json.loads(metrics.read_text()).get("test") or {}).get("accuracy") is not None
