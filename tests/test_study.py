@@ -88,7 +88,8 @@ def test_study_survives_sigkill_and_resumes_without_rerunning(tmp_path):
     records = RecordLog(out / "records.jsonl").load()
     assert all(len(r["correct"]) == 8 and r["task"] == "tinysent" for r in records)  # per-row results kept
     summary = json.loads((out / "study.json").read_text())
-    assert summary["plots"] == ["accuracy_vs_examples.png"] and (out / "accuracy_vs_examples.png").stat().st_size
+    assert summary["plots"] == ["accuracy_vs_examples.png", "differences.png"]
+    assert all((out / p).stat().st_size for p in summary["plots"])
     groups = {g["train_size"]: g for g in summary["groups"]}
     vs = groups[16]["tuned"]["dsbs"]["vs_baseline"]
     assert set(vs["per_seed"]) == {"0", "1"} and vs["bootstrap"]["seeds"] == 2 and vs["bootstrap"]["rows"] == 8
@@ -200,7 +201,8 @@ def test_report_with_several_students_plots_accuracy_vs_student_and_answers_the_
                         "epochs": c.epochs, "valid_accuracy": acc, "test_accuracy": acc, "n_test": 8,
                         "correct": correct})
     summary = write_report(spec, records, [], tmp_path)
-    assert summary["plots"] == ["accuracy_vs_examples.png", "accuracy_vs_examples_1.png", "accuracy_vs_student.png"]
+    assert summary["plots"] == ["accuracy_vs_examples.png", "accuracy_vs_examples_1.png", "accuracy_vs_student.png",
+                                "differences.png"]
     assert all((tmp_path / p).stat().st_size for p in summary["plots"])
     size = next(a for a in summary["answers"] if a["question"] == "How small can the student be?")
     assert [e["passes_teacher"] for e in size["evidence"]] == [False, True]

@@ -53,6 +53,36 @@ def test_a_variant_is_compared_with_its_own_arm_at_every_shared_setting():
     assert [c["arm"] for c in g["equal_budget"]] == ["dsbs"]  # a variant's budget is its own arm's
 
 
+def test_a_variant_is_compared_with_its_own_arm_each_at_its_tuned_setting(tmp_path):
+    """The variant picks lr 3e-4 and its arm 1e-4 on validation: the tuned comparison pairs those picks (the
+    shared-settings table pairs equal lrs only), answers the variant question, gets its own table, and the differences plot shows both."""
+    from types import SimpleNamespace
+
+    from stepdistill.study.report import markdown, plot_differences
+
+    grid = [("standard_ft", 1e-4, 0.40, 0.45), ("dsbs", 1e-4, 0.50, 0.50), ("dsbs", 3e-4, 0.45, 0.90),
+            ("dsbs_long", 1e-4, 0.40, 0.99), ("dsbs_long", 3e-4, 0.55, 0.60)]  # (arm, lr, valid, test)
+    records = [record(arm, lr, 3.0, s, valid, test) for arm, lr, valid, test in grid for s in (0, 1)]
+    result = analyse(records, "standard_ft", compare={"dsbs_long": "dsbs"})
+    (g,) = result["groups"]
+    vs = g["tuned"]["dsbs_long"]["vs_reference"]
+    assert vs["arm"] == "dsbs" and vs["seeds"] == [0, 1] and round(vs["diff_mean"], 4) == 0.10  # 0.60 - 0.50
+    assert vs["bootstrap"]["ci95"][0] > 0  # 10 more rows right, the same ones in both seeds
+    assert "vs_reference" not in g["tuned"]["dsbs"]  # its reference is the baseline: vs_baseline says it
+    answer = next(a for a in result["answers"] if a["question"] == "Does each variant beat the arm it varies?")
+    assert "dsbs_long scores 60.0% against dsbs's 50.0% at their tuned settings: +10.0 points" in answer["answer"]
+    assert answer["answer"].endswith("— better.") and answer["evidence"][0]["reference"] == "dsbs"
+    spec = SimpleNamespace(name="t", description="", methods={}, baseline="standard_ft", seeds=[0, 1], lrs=[1e-4],
+                           epochs=[3], set=[])
+    text = "\n".join(markdown(spec, result, records, []))
+    assert "| t, s, 100 | dsbs_long vs dsbs | 0.0001 / 0.0003 | 3 / 3 | [0, 1] | 50.0 | 60.0 | +10.0 points" in text
+    assert plot_differences(result, tmp_path) == ["differences.png"] and (tmp_path / "differences.png").stat().st_size
+    one_seed = [r for r in records if not (r["arm"] == "dsbs_long" and r["seed"] == 1)]
+    answer = next(a for a in analyse(one_seed, "standard_ft", compare={"dsbs_long": "dsbs"})["answers"]
+                  if a["question"] == "Does each variant beat the arm it varies?")
+    assert "at their tuned settings (Δ on the shared seeds [0]):" in answer["answer"]
+
+
 def test_groups_with_other_overrides_stay_apart_from_the_main_comparison():
     """A one-seed precision check trained with other --set overrides must not replace (or mix into) the main
     comparison of the same task and size."""
@@ -63,6 +93,10 @@ def test_groups_with_other_overrides_stay_apart_from_the_main_comparison():
         groups = {tuple(g["common"]): g for g in analyse(records, "standard_ft")["groups"]}
         assert len(groups[("fast", "bf16")]["tuned"]["standard_ft"]["seeds"]) == 3
         assert groups[("fast",)]["tuned"]["standard_ft"]["test_mean"] == 0.40
+    from stepdistill.study.report import overrides_apart  # the differences plot names what sets them apart
+
+    tops = analyse(main + check, "standard_ft")["groups"]
+    assert [overrides_apart(g, tops) for g in tops] == [" (without bf16)", " (bf16)"]
 
 
 def test_machines_line_says_whether_each_cpu_has_bf16_units():

@@ -64,8 +64,9 @@ def summarise(rs: list[dict]) -> dict:
 
 def analyse_group(records: list[dict], baseline: str, same: tuple | None, known: list[dict],
                   compare: dict[str, str] | None = None) -> dict:
-    """One group's tuned and same-settings tables, every arm against ``baseline``; every shared setting of each
-    arm against its reference arm (``compare``, else the baseline); each arm at equal epoch budgets."""
+    """One group's tuned and same-settings tables, every arm against ``baseline`` (and a variant against its
+    reference arm, ``compare``, each at its tuned setting); every shared setting of each arm against its
+    reference arm (``compare``, else the baseline); each arm at equal epoch budgets."""
     from stepdistill.study.pairs import equal_budget, shared_settings
 
     by_arm: dict[str, list[dict]] = {}
@@ -79,9 +80,13 @@ def analyse_group(records: list[dict], baseline: str, same: tuple | None, known:
         tuned[arm] = {**summarise(settings[best]), "grid": {
             f"lr={lr:g},epochs={ep:g}": {"valid_mean": round(statistics.mean(x["valid_accuracy"] or 0 for x in v), 4),
                                          "seeds": len(v)} for (lr, ep), v in sorted(settings.items())}}
+    reference = {arm: (compare or {}).get(arm, baseline) for arm in by_arm}
     for arm, info in tuned.items():
         if arm != baseline and baseline in chosen and (vs := versus(chosen[arm], chosen[baseline], known)):
             info["vs_baseline"] = vs
+        ref = reference[arm]  # a variant against the arm it varies, each at its own pick
+        if ref not in (arm, baseline) and ref in chosen and (vs := versus(chosen[arm], chosen[ref], known)):
+            info["vs_reference"] = {"arm": ref, **vs}
     if same is None and baseline in tuned:
         same = (tuned[baseline]["lr"], tuned[baseline]["epochs"])
     same_table = {}
@@ -93,7 +98,6 @@ def analyse_group(records: list[dict], baseline: str, same: tuple | None, known:
                 if arm != baseline and (vs := versus(rs_same, base_same, known)):
                     same_table[arm]["vs_baseline"] = vs
     task, student, size, common = group_key(records[0])
-    reference = {arm: (compare or {}).get(arm, baseline) for arm in by_arm}
     return {"task": task, "student": student, "train_size": size, "common": list(common), "baseline": baseline,
             "tuned": tuned, "same_settings": {"lr": same[0] if same else None, "epochs": same[1] if same else None,
                                               "arms": same_table},
@@ -162,9 +166,11 @@ def verdict(vs: dict | None) -> str:
 def answers(groups: list[dict], records: list[dict], baseline: str, teacher: dict | None,
             known: list[dict]) -> list[dict]:
     """One sentence per question, each with its evidence (numbers and intervals)."""
-    from stepdistill.study.sentences import model_size, passes_teacher, rationales_vs_plain, rows_needed
+    from stepdistill.study.sentences import (model_size, passes_teacher, rationales_vs_plain, rows_needed,
+                                             variants_vs_reference)
 
-    out = [rationales_vs_plain(groups, baseline), rows_needed(groups, records, baseline, known)]
+    out = [rationales_vs_plain(groups, baseline), variants_vs_reference(groups),
+           rows_needed(groups, records, baseline, known)]
     if teacher:
         out.append(passes_teacher(groups, teacher))
     if len({g["student"] for g in groups}) > 1:

@@ -12,7 +12,8 @@ from pathlib import Path
 from stepdistill.study.analysis import analyse, size_order
 from stepdistill.study.sentences import interval_text, pct
 from stepdistill.study.spec import size_tag
-from stepdistill.study.tables import compute_table, equal_budget_table, machines_line, shared_table
+from stepdistill.study.tables import (compute_table, equal_budget_table, group_title, machines_line, shared_table,
+                                     variants_table)
 
 
 def write_report(spec, records: list[dict], known: list[dict], out: Path, stem: str | None = None,
@@ -21,7 +22,7 @@ def write_report(spec, records: list[dict], known: list[dict], out: Path, stem: 
     ``<stem>_*.png`` when given), ``extra`` markdown lines at the end; returns the summary."""
     result = analyse(records, spec.baseline, spec.same_settings, known, spec.teacher, spec.compare)
     prefix = f"{stem}_" if stem else ""
-    plots = plot_sizes(result, out, prefix) + plot_students(result, out, prefix)
+    plots = plot_sizes(result, out, prefix) + plot_students(result, out, prefix) + plot_differences(result, out, prefix)
     summary = {"study": spec.name, "spec": str(spec.path), "description": spec.description,
                "grid": {"methods": spec.methods, "baseline": spec.baseline, "compare": spec.compare,
                         "train_sizes": spec.train_sizes,
@@ -71,7 +72,8 @@ def markdown(spec, result: dict, records: list[dict], plots: list[str]) -> list[
         lines += ["", "Validation grid: " + "; ".join(
             f"{arm}: " + ", ".join(f"{k} {pct(v['valid_mean'])} ({v['seeds']} seeds)" for k, v in t["grid"].items())
             for arm, t in g["tuned"].items()), ""]
-    lines += equal_budget_table(result["groups"], spec.baseline) + shared_table(result["groups"])
+    lines += variants_table(result["groups"]) + equal_budget_table(result["groups"], spec.baseline)
+    lines += shared_table(result["groups"])
     lines += compute_table(records)
     return [x for x in lines if x is not None]
 
@@ -147,3 +149,50 @@ def plot_students(result: dict, out: Path, prefix: str = "") -> list[str]:
     fig.savefig(out / f"{prefix}accuracy_vs_student.png", dpi=120)
     plt.close(fig)
     return [f"{prefix}accuracy_vs_student.png"]
+
+
+def overrides_apart(g: dict, tops: list[dict]) -> str:
+    """`` (mixed_precision=bf16)`` or `` (without mixed_precision=bf16)``: what sets ``g`` apart from the other
+    lines of the same title (task, student, size), which differ only in the overrides all their arms shared."""
+    same = [set(t["common"]) for t in tops if group_title(t) == group_title(g)]
+    differ = set.union(*same) - set.intersection(*same)
+    mine = sorted(differ & set(g["common"]))
+    short = lambda xs: ", ".join(x.split(".")[-1] for x in xs)  # noqa: E731
+    return "" if len(same) < 2 else f" ({short(mine)})" if mine else f" (without {short(sorted(differ))})"
+
+
+def plot_differences(result: dict, out: Path, prefix: str = "") -> list[str]:
+    """Each arm's difference from the baseline, and each variant's from the arm it varies, at their tuned settings
+    on the largest training set of each task and student: the mean difference over seeds with its 95% interval
+    over seeds x test rows, a line at zero. Only comparisons that kept per-row results."""
+    from stepdistill.study.sentences import by_line
+
+    plt = _pyplot()
+    rows = []  # (label, diff, lo, hi)
+    lines = by_line(result["groups"])
+    titles = [group_title(gs[-1]) for gs in lines.values()]
+    for title, gs in zip(titles, lines.values()):
+        g = gs[-1]
+        where = "" if len(lines) == 1 else f"{title}{overrides_apart(g, [x[-1] for x in lines.values()])}: "
+        for arm, t in g["tuned"].items():
+            for vs, ref in [(t.get("vs_baseline"), result["baseline"]), (t.get("vs_reference"), None)]:
+                if vs and vs.get("bootstrap"):
+                    lo, hi = vs["bootstrap"]["ci95"]
+                    n = len(vs["seeds"])
+                    label = f"{where}{arm} − {ref or vs['arm']} ({n} seed{'s' * (n > 1)})"
+                    rows.append((label, vs["diff_mean"], lo, hi))
+    if plt is None or not rows:
+        return []
+    fig, ax = plt.subplots(figsize=(3.5 + 0.055 * max(len(r[0]) for r in rows), 1.3 + 0.4 * len(rows)))
+    ys = list(range(len(rows)))[::-1]
+    for y, (_, d, lo, hi) in zip(ys, rows):
+        color = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:blue"
+        ax.errorbar([100 * d], [y], xerr=[[100 * (d - lo)], [100 * (hi - d)]], fmt="o", color=color, capsize=3)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(ys, [r[0] for r in rows], fontsize=7)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel("Δ test accuracy (points), 95% interval\n(seeds × test rows; tuned settings, most rows)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"{prefix}differences.png", dpi=120)
+    plt.close(fig)
+    return [f"{prefix}differences.png"]

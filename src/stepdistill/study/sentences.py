@@ -2,9 +2,9 @@
 
     from stepdistill.study.sentences import rationales_vs_plain
 
-Questions: does training on rationales beat plain fine-tuning; how many labelled rows are needed (an arm on
-fewer rows against the baseline on the most, and the smallest set at which the student passes the teacher);
-how small the student can be.
+Questions: does training on rationales beat plain fine-tuning, and each variant the arm it varies; how many
+labelled rows are needed (an arm on fewer rows against the baseline on the most, and the smallest set at which
+the student passes the teacher); how small the student can be.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def rows_text(g: dict) -> str:
     return "the whole training pool" if n is None else f"{size_tag(n)} rows"
 
 
+def shared_seeds(vs: dict, *arms: dict) -> str:
+    """`` (Δ on the shared seeds [0])`` where the difference is paired over fewer seeds than the arms' means."""
+    return "" if all(a["seeds"] == vs["seeds"] for a in arms) else f" (Δ on the shared seeds {vs['seeds']})"
+
+
 def rationales_vs_plain(groups: list[dict], baseline: str) -> dict | None:
     """Every arm against the baseline on the largest training set, each at its tuned setting."""
     from stepdistill.study.analysis import verdict
@@ -59,12 +64,37 @@ def rationales_vs_plain(groups: list[dict], baseline: str) -> dict | None:
                 continue
             vs = t["vs_baseline"]
             sentences.append(f"On {rows_text(g)} of {task} ({student}), {arm} scores {pct(t['test_mean'])}% against "
-                             f"{baseline}'s {pct(base['test_mean'])}% at their tuned settings: {interval_text(vs)}"
+                             f"{baseline}'s {pct(base['test_mean'])}% at their tuned settings"
+                             f"{shared_seeds(vs, t, base)}: {interval_text(vs)}"
                              + ("." if vs.get("predictions_missing") else f" — {verdict(vs)}."))
             evidence.append({"task": task, "student": student, "train_size": g["train_size"], "arm": arm, **vs})
     if not sentences:
         return None
     return {"question": f"Does each arm beat {baseline}?", "answer": " ".join(sentences), "evidence": evidence}
+
+
+def variants_vs_reference(groups: list[dict]) -> dict | None:
+    """Every variant (an arm the spec's ``compare`` sets against another arm) against that arm on the largest
+    training set, each at its tuned setting."""
+    from stepdistill.study.analysis import verdict
+
+    sentences, evidence = [], []
+    for (task, student, _), gs in by_line(groups).items():
+        g = gs[-1]
+        for arm, t in g["tuned"].items():
+            if not (vs := t.get("vs_reference")):
+                continue
+            ref = g["tuned"][vs["arm"]]
+            sentences.append(f"On {rows_text(g)} of {task} ({student}), {arm} scores {pct(t['test_mean'])}% against "
+                             f"{vs['arm']}'s {pct(ref['test_mean'])}% at their tuned settings"
+                             f"{shared_seeds(vs, t, ref)}: {interval_text(vs)}"
+                             + ("." if vs.get("predictions_missing") else f" — {verdict(vs)}."))
+            evidence.append({"task": task, "student": student, "train_size": g["train_size"], "arm": arm,
+                             "reference": vs["arm"], **{k: v for k, v in vs.items() if k != "arm"}})
+    if not sentences:
+        return None
+    return {"question": "Does each variant beat the arm it varies?", "answer": " ".join(sentences),
+            "evidence": evidence}
 
 
 def rows_needed(groups: list[dict], records: list[dict], baseline: str, known: list[dict]) -> dict | None:

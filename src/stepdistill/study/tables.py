@@ -1,8 +1,9 @@
-"""The report's tables beyond the tuned one, from ``analysis.analyse`` groups: every shared setting (each arm vs
-its reference arm at the same lr and epochs, seed for seed, with training time: the variant tables) and the
-equal-epoch-budget comparison; the compute each arm cost; and which machines trained the cells.
+"""The report's tables beyond the tuned one, from ``analysis.analyse`` groups: each variant against the arm it
+varies at their tuned settings; every shared setting (each arm vs its reference arm at the same lr and epochs,
+seed for seed, with training time: the variant tables) and the equal-epoch-budget comparison; the compute each
+arm cost; and which machines trained the cells.
 
-    from stepdistill.study.tables import shared_table, equal_budget_table
+    from stepdistill.study.tables import shared_table, equal_budget_table, variants_table
 """
 
 from __future__ import annotations
@@ -38,6 +39,26 @@ def shared_table(groups: list[dict]) -> list[str]:
             "(a variant against the arm it varies). Train s: mean training seconds per run.", "",
             "| task, student, rows | arm vs reference | lr, epochs | seeds | reference test | arm test | Δ | "
             "train s/run (reference → arm) |", "|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def variants_table(groups: list[dict]) -> list[str]:
+    """Each variant against the arm it varies (the spec's ``compare``), both at their tuned settings."""
+    lines = []
+    for g in groups:
+        for arm, t in g["tuned"].items():
+            if vs := t.get("vs_reference"):
+                ref = g["tuned"][vs["arm"]]
+                lines.append(f"| {group_title(g)} | {arm} vs {vs['arm']} | {ref['lr']:g} / {t['lr']:g} | "
+                             f"{ref['epochs']:g} / {t['epochs']:g} | {vs['seeds']} | {pct(ref['test_mean'])} | "
+                             f"{pct(t['test_mean'])} | {interval_text(vs)} |")
+    if not lines:
+        return []
+    return ["## Tuned: each variant vs the arm it varies", "",
+            "The arms the spec's `compare` sets against another arm than the baseline, each at its own tuned "
+            "setting (lr and epochs picked on validation); test means over the shared seeds in Δ, over each "
+            "arm's own seeds in the test columns.", "",
+            "| task, student, rows | arm vs reference | lr (reference / arm) | epochs (reference / arm) | seeds | "
+            "reference test | arm test | Δ |", "|---|---|---|---|---|---|---|---|", *lines, ""]
 
 
 def equal_budget_table(groups: list[dict], baseline: str) -> list[str]:
