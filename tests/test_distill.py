@@ -104,8 +104,17 @@ def test_distill_runs_the_chain_resumes_and_keeps_to_the_budget(tmp_path, capsys
     for s in report["students"].values():
         assert s["test_n"] == 4 and s["size"]["parameters"] > 0 and s["seconds_per_input"] > 0
         assert s["train_seconds"] >= 0 and s["test_accuracy"] is not None
+    # each student against plain fine-tuning and the teacher, paired on the 4 test rows; the teacher's per-row
+    # correctness agrees with its reported accuracy
+    pairs = {(c["student"], c["against"]): c for c in report["comparisons"]}
+    assert set(pairs) == {("dsbs", "standard"), ("dsbs", "teacher"), ("standard", "teacher")}
+    for (a, b), c in pairs.items():
+        other = report["teacher"]["test_accuracy"] if b == "teacher" else report["students"][b]["test_accuracy"]
+        assert c["rows"] == 4 and c["diff"] == pytest.approx(report["students"][a]["test_accuracy"] - other)
+        assert c["ci95"][0] <= c["diff"] <= c["ci95"][1] and 0 < c["mcnemar_p"] <= 1
     md = (out_dir / "report.md").read_text()
     assert "| teacher `openai:m` | 100.0%" in md and "(exported)" in md and "0.5600 spent" in md
+    assert "## Differences on the same test rows" in md and "| dsbs | standard |" in md
     model = AutoModelForCausalLM.from_pretrained(out_dir / "export")
     tok = AutoTokenizer.from_pretrained(out_dir / "export")
     assert model.config.vocab_size > 0 and tok("Review: x")["input_ids"]

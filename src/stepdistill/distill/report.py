@@ -2,8 +2,9 @@
 
     stepdistill distill my-distill.yaml      # writes OUT/report.md, OUT/report.json, OUT/export/
 
-Accuracy per method and for the teacher on the same test rows, parse rates, tokens and money, training time,
-student size and one-input latency against the teacher's per-request latency.
+Accuracy per method and for the teacher on the same test rows, each student's difference from plain fine-tuning
+and from the teacher with its interval over the test rows, parse rates, tokens and money, training time, student
+size and one-input latency against the teacher's per-request latency.
 """
 
 from __future__ import annotations
@@ -115,6 +116,35 @@ def _teacher(cfg: DistillConfig, root: Path) -> dict:
     }
 
 
+def teacher_correct(task, test, root: Path) -> dict[str, bool]:
+    """Per test row, whether the teacher's vote was right, as its report's ``accuracy_vote`` counts it (a row it
+    never answered is wrong)."""
+    path = root / "teacher" / "test" / "rationales.jsonl"
+    rows = {str(r["id"]): r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r}
+    return {str(ex.id): bool(str(ex.id) in rows and task.answer.correct(rows[str(ex.id)].get("vote"), ex.label,
+                                                                        ex.row)) for ex in test}
+
+
+def comparisons(students: dict, correct: dict[str, dict[str, bool]], teacher: dict[str, bool]) -> list[dict]:
+    """Each student against plain fine-tuning (the first ``standard`` method with gold labels) and against the
+    teacher, paired on the same test rows: the accuracy difference, a 95% bootstrap interval over test rows and
+    the exact McNemar p. One training seed each: the interval leaves out seed-to-seed variation."""
+    from stepdistill.study.analysis import verdict
+    from stepdistill.study.stats import mcnemar, seed_row_bootstrap
+
+    plain = next((k for k, s in students.items() if s["method"] == "standard" and s["labels"] == "gold"), None)
+    pairs = [(k, plain, correct[plain]) for k in students if plain and k != plain]
+    out = []
+    for a, b, other in pairs + [(k, "teacher", teacher) for k in students]:
+        boot = seed_row_bootstrap([(correct[a], other)])
+        if not boot:
+            continue
+        out.append({"student": a, "against": b, "rows": boot["rows"], "diff": _pct(boot["diff"]),
+                    "ci95": [_pct(x) for x in boot["ci95"]], "mcnemar_p": mcnemar(correct[a], other)["p_value"],
+                    "verdict": verdict({"bootstrap": boot})})
+    return out
+
+
 def write(cfg: DistillConfig, root: Path, overrides: dict) -> dict:
     """Write ``root/report.json`` and ``root/report.md``; returns the report."""
     from stepdistill.tasks import get_task
@@ -126,17 +156,25 @@ def write(cfg: DistillConfig, root: Path, overrides: dict) -> dict:
     run_cfg = cfg.run_config(cfg.methods[0], root, **overrides)
     d = run_cfg.data
     source = getattr(task, "source", None)  # custom tasks record skipped rows and carved splits while reading
-    info = load_splits(task, d.data_dir, train_size=d.train_size, valid_size=d.valid_size, test_size=d.test_size,
-                       seed=run_cfg.train.seed, valid_fraction=d.valid_fraction).info
+    splits = load_splits(task, d.data_dir, train_size=d.train_size, valid_size=d.valid_size, test_size=d.test_size,
+                         seed=run_cfg.train.seed, valid_fraction=d.valid_fraction)
+    info = splits.info
+    from stepdistill.evaluate import correct_by_id
+
+    correct = {k: correct_by_id(Path(s["run_dir"]) / "predictions.jsonl") for k, s in students.items()}
     report = {
         "task": task.name, "task_spec": cfg.task, "teacher": _teacher(cfg, root), "students": students,
+        "comparisons": comparisons(students, correct, teacher_correct(task, splits.test or [], root)),
         "chosen": choose(students), "chosen_by": "validation accuracy",
         "data": {"files": dict(task.files), "rows": {k: info[k] for k in ("pool_rows", "n_train", "n_valid", "n_test")},
                  **({"reading": source.stats} if source is not None else {})},
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (root / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (root / "report.md").write_text(markdown(report), encoding="utf-8")
+    for name, text in [("report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"),
+                       ("report.md", markdown(report))]:
+        tmp = root / f"{name}.tmp"  # a kill never leaves half a report
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(root / name)
     return report
 
 
@@ -159,6 +197,16 @@ def markdown(r: dict) -> str:
                      f"{_fmt(s['valid_accuracy'], '%')} | {_fmt(s['test_parse_failure_rate'], '%')} | "
                      f"{s['train_seconds']} s, {s['train_steps']} steps | {s['size']['parameters']:,} params, "
                      f"{s['size']['megabytes']} MB | {_fmt(s['seconds_per_input'])} |")
+    if r.get("comparisons"):
+        lines += ["", "## Differences on the same test rows", "",
+                  "Each student against plain fine-tuning and against the teacher, paired row by row: the accuracy "
+                  "difference in points, a 95% bootstrap interval over the test rows and the exact McNemar p. Each "
+                  "student trained once (one seed), so the interval leaves out how much another seed would move it; "
+                  "`stepdistill study` runs seeds.", "",
+                  "| student | against | Δ (points) | 95% interval | McNemar p | verdict |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {c['student']} | {c['against']} | {c['diff']:+.1f} | [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}] "
+                  f"| {c['mcnemar_p']:.3g} | {c['verdict']} |" for c in r["comparisons"]]
     tok, cost = t["tokens"], t.get("cost") or {}
     lines += ["", "## Teacher", "",
               f"- parse rate: train {_fmt(t['parse_rate']['train'], '%')}, valid {_fmt(t['parse_rate']['valid'], '%')}"

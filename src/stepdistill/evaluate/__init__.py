@@ -15,6 +15,12 @@ from stepdistill.errors import StepdistillError
 from stepdistill.tasks import Example, Task
 
 
+def correct_by_id(path: Path) -> dict[str, bool]:
+    """Per row, whether the prediction was right, from a predictions file this stage wrote."""
+    rows = (json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip())
+    return {str(r["id"]): bool(r["correct"]) for r in rows}
+
+
 def score(task: Task, examples: Sequence[Example], predictions: Sequence[str | None]) -> dict:
     """Accuracy of canonical ``predictions`` (None = unparsable, counted wrong) against gold, with the
     teacher's accuracy on the same rows (a missing/unparsable teacher label counts wrong)."""

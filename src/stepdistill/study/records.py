@@ -99,13 +99,11 @@ def decode(rec: dict, id_lists: dict[str, list[str]]) -> dict:
 
 def record_from_run(cell, run_dir: Path, wall_s: float | None, spec_set: list[str], task: str) -> dict:
     """The record of a finished cell, from its run directory's metrics.json and predictions.jsonl."""
+    from stepdistill.evaluate import correct_by_id
+
     metrics = json.loads((run_dir / "metrics.json").read_text())
     train, test = metrics.get("train") or {}, metrics["test"]
-    correct = {}
-    for line in (run_dir / "predictions.jsonl").read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            correct[str(row["id"])] = bool(row["correct"])
+    correct = correct_by_id(run_dir / "predictions.jsonl")
     n_used = metrics.get("n_train")
     seconds = train.get("train_seconds")
     return {
