@@ -22,6 +22,27 @@ def test_unknown_engine_names_the_known_ones(tmp_path):
     assert set(ENGINES.names()) >= {"torch", "llamacpp", "onnx"}
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
+def test_onnx_graph_decodes_through_its_kv_cache_like_re_reading(tmp_path, arch):
+    """The exported graph reads a prompt once and then one position a token against its KV cache; the tokens are
+    the torch student's, and those of re-reading the whole sequence for every token (graphs exported before the
+    cache decode that way)."""
+    pytest.importorskip("onnxruntime")
+    from stepdistill.serve.onnx import OnnxLabeler
+
+    model_dir = lively_bpe_dir(tmp_path, arch)
+    out = export(model_dir, tmp_path / "out", onnx=True)
+    labeler = OnnxLabeler(out.out)
+    assert labeler.past_names[:2] == ["past.0.key", "past.0.value"]
+    prompts = [labeler.prompt(t) for t in TEXTS]  # different lengths: left padding against the cache
+    cached = labeler.generate(prompts, 12)
+    assert any(len(t) > 1 for t in cached)  # several tokens, so the cache is read
+    labeler.past_names = []
+    assert labeler.generate(prompts, 12) == cached
+    student = Student.load(model_dir)
+    assert load_engine("onnx", out.out).predict(TEXTS, batch_size=3) == student.predict(TEXTS)
+
+
 def test_onnx_engine_gives_the_torch_labels(tmp_path):
     pytest.importorskip("onnxruntime")
     model_dir = lively_model_dir(tmp_path)

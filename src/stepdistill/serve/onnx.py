@@ -3,11 +3,14 @@
     stepdistill export runs/tiny-causal-svamp-dsbs-s0 exported/tiny --onnx
     python -c "from stepdistill.serve.onnx import OnnxLabeler; print(OnnxLabeler('exported/tiny').predict(['...']))"
 
-The graph maps (input_ids, attention_mask, position_ids) [B, T] to next-token logits [B, V]; there is
-no KV cache, so each new token re-reads the prompt: fine for short labels, not for long rationales.
-``OnnxLabeler`` builds the same prompts as the student (``stepdistill_prompt.json``), left-pads,
-decodes greedily and cuts at eos and at the first newline; it needs numpy, onnxruntime and the
-tokenizer, not torch.
+The graph maps (input_ids [B, T], attention_mask [B, P+T], position_ids [B, T], past.<i>.key/value [B, H, P, D]
+for every layer) to the next-token logits [B, V] and present.<i>.key/value [B, H, P+T, D]: one graph reads a
+prompt with an empty past (P = 0) and then each new token against the KV cache it returned, so a token costs one
+position, not the whole prompt again. The export checks that a prompt read in two parts through the cache gives
+PyTorch's logits for the whole. Graphs exported before the cache (inputs without ``past.*``) still decode, re-
+reading the prompt for each token. ``OnnxLabeler`` builds the same prompts as the student
+(``stepdistill_prompt.json``), left-pads, decodes greedily and cuts at eos and at the first newline; it needs
+numpy, onnxruntime and the tokenizer, not torch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from stepdistill.errors import StepdistillError
 
 ONNX_PIP = "pip install onnx onnxruntime"
 ONNX_FILE = "model.onnx"
+INPUTS = ["input_ids", "attention_mask", "position_ids"]
 
 
 def _require(*modules: str) -> None:
@@ -30,6 +34,28 @@ def _require(*modules: str) -> None:
         raise StepdistillError(f"ONNX export needs {', '.join(missing)}: {ONNX_PIP}")
 
 
+def _with_past(model, layers: int):
+    """``model`` as a module of flat tensors: (ids, mask, positions, past k/v per layer) -> (logits, presents)."""
+    import torch
+    from transformers import DynamicCache
+
+    class WithPast(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, attention_mask, position_ids, *past):
+            cache = DynamicCache()
+            for i in range(layers):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=cache, use_cache=True, logits_to_keep=1)
+            kv = out.past_key_values
+            return (out.logits[:, -1, :], *[t for layer in kv.layers for t in (layer.keys, layer.values)])
+
+    return WithPast(model)
+
+
 def export_onnx(model, family: str, out_dir: Path, opset: int = 17) -> Path:
     """Write ``out_dir/model.onnx`` for a causal LM ``model``; returns its path."""
     if family != "causal":
@@ -37,16 +63,6 @@ def export_onnx(model, family: str, out_dir: Path, opset: int = 17) -> Path:
                                "(export without --onnx, or use optimum for encoder-decoder models)")
     _require("onnx", "onnxruntime")
     import torch
-
-    class NextTokenLogits(torch.nn.Module):
-        def __init__(self, lm):
-            super().__init__()
-            self.lm = lm
-
-        def forward(self, input_ids, attention_mask, position_ids):
-            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=False)
-            return out.logits[:, -1, :]
 
     model = model.eval()
     previous = getattr(model.config, "_attn_implementation", None)
@@ -56,37 +72,61 @@ def export_onnx(model, family: str, out_dir: Path, opset: int = 17) -> Path:
     ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]], dtype=torch.long)
     mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]], dtype=torch.long)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    dynamic = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-               "position_ids": {0: "batch", 1: "length"}, "logits": {0: "batch"}}
     try:
+        with torch.no_grad():
+            probe = model(input_ids=ids[:, :2], attention_mask=mask[:, :2], position_ids=pos[:, :2], use_cache=True)
+        past = [t for layer in probe.past_key_values.layers for t in (layer.keys, layer.values)]
+        layers = len(past) // 2
+        past_names = [f"past.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+        out_names = ["logits"] + [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+        dynamic = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "past+length"},
+                   "position_ids": {0: "batch", 1: "length"}, "logits": {0: "batch"},
+                   **{n: {0: "batch", 2: "past"} for n in past_names},
+                   **{n: {0: "batch", 2: "past+length"} for n in out_names[1:]}}
+        module = _with_past(model, layers)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about constants that are constant here
-            torch.onnx.export(NextTokenLogits(model), (ids, mask, pos), str(path), dynamo=False, opset_version=opset,
-                              input_names=["input_ids", "attention_mask", "position_ids"], output_names=["logits"],
+            torch.onnx.export(module, (ids[:, 2:], mask, pos[:, 2:], *past), str(path), dynamo=False,
+                              opset_version=opset, input_names=INPUTS + past_names, output_names=out_names,
                               dynamic_axes=dynamic)
-        check_parity(NextTokenLogits(model), path, (ids, mask, pos))
+        check_parity(model, path, (ids, mask, pos))
     finally:
         if previous is not None:
             model.config._attn_implementation = previous
     return path
 
 
-def check_parity(module, path: Path, inputs, atol: float = 1e-3) -> float:
-    """Run the exported graph and ``module`` on the same (padded) inputs; raise if the logits differ."""
+def check_parity(model, path: Path, inputs, atol: float = 1e-3) -> float:
+    """Read the (left-padded) ``inputs`` through the exported graph in two parts, the second against the first's
+    KV cache, and raise unless the last logits match ``model`` reading them whole, without a cache."""
     import numpy as np
     import onnxruntime as ort
     import torch
 
+    ids, mask, pos = inputs
     with torch.no_grad():
-        ref = module(*inputs).numpy()
+        ref = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -1].numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], dict(zip(["input_ids", "attention_mask", "position_ids"],
-                                           [x.numpy() for x in inputs])))[0]
+    cut = ids.shape[1] // 2
+    first = session.run(None, {**dict(zip(INPUTS, [ids[:, :cut].numpy(), mask[:, :cut].numpy(),
+                                                   pos[:, :cut].numpy()])), **empty_past(session, len(ids))})
+    names = [i.name for i in session.get_inputs()][3:]
+    got = session.run(["logits"], {**dict(zip(INPUTS, [ids[:, cut:].numpy(), mask.numpy(), pos[:, cut:].numpy()])),
+                                   **dict(zip(names, first[1:]))})[0]
     diff = float(np.abs(got - ref).max())
     if not diff <= atol:
         raise StepdistillError(f"the ONNX graph {path} disagrees with PyTorch (max |logit diff| {diff:.2e} > "
                                f"{atol}); export without --onnx")
     return diff
+
+
+def empty_past(session, batch: int) -> dict:
+    """Zero-length past keys and values for every ``past.*`` input of ``session`` (none for an old graph)."""
+    import numpy as np
+
+    types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+    return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=types[i.type])
+            for i in session.get_inputs() if i.name.startswith("past.")}
 
 
 class OnnxLabeler:
@@ -113,6 +153,7 @@ class OnnxLabeler:
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.past_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past.")]
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -121,8 +162,8 @@ class OnnxLabeler:
         s = self.spec
         return self._ids(s["label_prefix"]) + self._ids(text)[: s["max_input_tokens"]] + self._ids(s["answer_marker"])
 
-    def logits(self, prompts: list[list[int]]):
-        """Next-token logits [B, V] for left-padded ``prompts``."""
+    def _padded(self, prompts: list[list[int]]):
+        """Left-padded ids, attention mask and positions [B, T] of ``prompts``."""
         import numpy as np
 
         width = max(len(p) for p in prompts)
@@ -131,10 +172,42 @@ class OnnxLabeler:
         for row, p in enumerate(prompts):
             ids[row, width - len(p):] = p
             mask[row, width - len(p):] = 1
-        pos = np.clip(mask.cumsum(-1) - 1, 0, None)
-        return self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask, "position_ids": pos})[0]
+        return ids, mask, np.clip(mask.cumsum(-1) - 1, 0, None)
+
+    def logits(self, prompts: list[list[int]]):
+        """Next-token logits [B, V] for left-padded ``prompts``, each read whole."""
+        feed = dict(zip(INPUTS, self._padded(prompts)))
+        return self.session.run(["logits"], {**feed, **empty_past(self.session, len(prompts))})[0]
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Greedy new tokens per prompt (up to eos or ``max_new_tokens``): the prompts once, then one position a
+        token against the KV cache; rows that reached eos leave the batch."""
+        import numpy as np
+
+        if not self.past_names:
+            return self._generate_rereading(prompts, max_new_tokens)
+        eos = self.tokenizer.eos_token_id
+        ids, mask, pos = self._padded(prompts)
+        feed = {**dict(zip(INPUTS, (ids, mask, pos))), **empty_past(self.session, len(prompts))}
+        new: list[list[int]] = [[] for _ in prompts]
+        live = np.arange(len(prompts))
+        for step in range(max_new_tokens):
+            logits, *present = self.session.run(None, feed)
+            nxt = logits.argmax(-1)
+            keep = nxt != eos
+            live, nxt = live[keep], nxt[keep]
+            for i, tok in zip(live.tolist(), nxt.tolist()):
+                new[i].append(tok)
+            if not len(live) or step == max_new_tokens - 1:
+                break
+            mask = np.concatenate([mask[keep], np.ones((len(live), 1), dtype=np.int64)], axis=1)
+            pos = pos[keep][:, -1:] + 1
+            feed = {"input_ids": nxt[:, None].astype(np.int64), "attention_mask": mask, "position_ids": pos,
+                    **{name: t[keep] for name, t in zip(self.past_names, present)}}
+        return new
+
+    def _generate_rereading(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """``generate`` for a graph exported before the KV cache: each token re-reads its whole sequence."""
         eos = self.tokenizer.eos_token_id
         seqs = [list(p) for p in prompts]
         new: list[list[int]] = [[] for _ in prompts]
