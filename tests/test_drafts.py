@@ -93,8 +93,10 @@ def test_info_says_whether_the_engine_drafts_and_other_engines_refuse_no_drafts(
     assert drafts["answers"] == 2 and drafts["tokens"] >= drafts["forwards"] >= 2 and drafts["contexts"] > 0
     assert drafts["tokens_per_forward"] == round(drafts["tokens"] / drafts["forwards"], 2)
     assert describe(load_engine("torch", model_dir, precision="float32", drafts=False), None)["drafts"] is False
-    with pytest.raises(StepdistillError, match="--no-drafts apply to the torch engine"):
-        serve(str(model_dir), engine="onnx", drafts=False)
+    with pytest.raises(StepdistillError, match="--no-drafts to the torch and onnx engines"):
+        serve(str(model_dir), engine="llamacpp", drafts=False)
+    with pytest.raises(StepdistillError, match="--precision applies to the torch engine"):
+        serve(str(model_dir), engine="onnx", precision="float32")
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "gemma"])

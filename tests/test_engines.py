@@ -24,9 +24,9 @@ def test_unknown_engine_names_the_known_ones(tmp_path):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
 def test_onnx_graph_decodes_through_its_kv_cache_like_re_reading(tmp_path, arch):
-    """The exported graph reads a prompt once and then one position a token against its KV cache; the tokens are
-    the torch student's, and those of re-reading the whole sequence for every token (graphs exported before the
-    cache decode that way)."""
+    """The exported graph reads a prompt once and then one position a token against its KV cache, or checks drafted
+    tokens a forward for a lone prompt; the tokens are the same every way: the torch student's, and those of
+    re-reading the whole sequence for every token (graphs exported before the cache decode that way)."""
     pytest.importorskip("onnxruntime")
     from stepdistill.serve.onnx import OnnxLabeler
 
@@ -37,10 +37,17 @@ def test_onnx_graph_decodes_through_its_kv_cache_like_re_reading(tmp_path, arch)
     prompts = [labeler.prompt(t) for t in TEXTS]  # different lengths: left padding against the cache
     cached = labeler.generate(prompts, 12)
     assert any(len(t) > 1 for t in cached)  # several tokens, so the cache is read
-    labeler.past_names = []
+    for _ in range(2):  # a lone prompt checks drafted tokens: at first from the prompt, then from the answers too
+        assert [labeler.generate([p], 12)[0] for p in prompts] == cached
+    stats = labeler.drafts.stats()
+    assert stats["answers"] == 2 * len(prompts) and stats["tokens"] > stats["forwards"]
+    labeler.drafts = None
+    assert [labeler.generate([p], 12)[0] for p in prompts] == cached
+    labeler.past_names = []  # as a graph exported before the cache
     assert labeler.generate(prompts, 12) == cached
     student = Student.load(model_dir)
     assert load_engine("onnx", out.out).predict(TEXTS, batch_size=3) == student.predict(TEXTS)
+    assert load_engine("onnx", out.out, drafts=False).labeler.drafts is None
 
 
 def test_onnx_engine_gives_the_torch_labels(tmp_path):

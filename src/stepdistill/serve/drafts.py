@@ -1,5 +1,5 @@
-"""Greedy decoding of one prompt with drafted tokens checked in one forward: the served torch student's fast path
-at concurrency 1, with the same tokens as one-token-at-a-time greedy decoding.
+"""Greedy decoding of one prompt with drafted tokens checked in one forward: the fast path of the served torch and
+ONNX students at concurrency 1, with the same tokens as one-token-at-a-time greedy decoding.
 
 A student's answers are formulaic: ``( 45.0 * 10.0 )`` on SVAMP, a label name on a classification task. So a
 table of which token followed which two tokens in the answers the engine has given guesses the next few tokens
@@ -17,14 +17,15 @@ CPU: five rows cost about what one does), but not with float16 weights on a CPU 
     table = DraftTable()
     tokens = greedy_with_drafts(model, prompt_ids, max_new_tokens=32, eos=tokenizer.eos_token_id, table=table)
     table.learn(tokens)
+
+``decode_with_drafts`` is the loop itself, for any engine that can read tokens into a KV cache, give the greedy
+token after each, and forget the last positions (``greedy_with_drafts``: transformers; ``serve/onnx.py``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-
-import torch
 
 N = 2  # tokens of context a draft is looked up by
 K = 4  # drafted tokens per forward: five rows, still a matrix-vector product's cost on a CPU
@@ -103,32 +104,45 @@ def looked_up(index: dict, seq: list[int]) -> int | None:
     return None
 
 
-def greedy_with_drafts(model, prompt: list[int], max_new_tokens: int, eos: int, table: DraftTable,
+def decode_with_drafts(forward, forget, prompt: list[int], max_new_tokens: int, eos: int, table: DraftTable,
                        k: int = K) -> list[int]:
     """The greedy continuation of one prompt (up to and including eos, at most ``max_new_tokens`` tokens), each
     forward checking up to ``k`` drafted tokens from ``table``; the first forward reads the prompt and checks the
-    drafts of an answer's start at once."""
+    drafts of an answer's start at once. The engine's side: ``forward(fed, drafts, start)`` reads the tokens fed
+    and the drafts from position ``start`` into its cache and returns the model's greedy token after the last fed
+    token and after each draft; ``forget(n)`` drops the last ``n`` positions from its cache."""
+    index = prompt_index(prompt)
+    out, fed, forwards = [], list(prompt), 0  # fed: tokens not yet in the cache
+    while len(out) < max_new_tokens and (not out or out[-1] != eos):
+        drafts = table.draft(out, min(k, max_new_tokens - len(out) - 1), index)
+        chosen = forward(fed, drafts, len(prompt) + len(out) - len(fed))
+        forwards += 1
+        kept = 0
+        while kept < len(drafts) and drafts[kept] == chosen[kept] and drafts[kept] != eos:
+            kept += 1
+        out += drafts[:kept] + [chosen[kept]]
+        if kept < len(drafts):  # the cache holds the rejected drafts: forget them
+            forget(len(drafts) - kept)
+        fed = [out[-1]]
+    table.count(len(out), forwards)
+    return out
+
+
+def greedy_with_drafts(model, prompt: list[int], max_new_tokens: int, eos: int, table: DraftTable,
+                       k: int = K) -> list[int]:
+    """``decode_with_drafts`` with a transformers causal LM and its DynamicCache."""
+    import torch
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    cache, index = DynamicCache(), prompt_index(prompt)
-    out, fed, forwards = [], list(prompt), 0  # fed: tokens not yet in the cache
+    cache = DynamicCache()
+
+    def forward(fed: list[int], drafts: list[int], start: int) -> list[int]:
+        ids = torch.tensor([fed + drafts], device=device)
+        pos = torch.arange(start, start + ids.shape[1], device=device)[None]
+        logits = model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True,
+                       logits_to_keep=len(drafts) + 1).logits
+        return logits[0].argmax(-1).tolist()
+
     with torch.inference_mode():
-        while len(out) < max_new_tokens and (not out or out[-1] != eos):
-            drafts = table.draft(out, min(k, max_new_tokens - len(out) - 1), index)
-            start = len(prompt) + len(out) - len(fed)  # the position of fed[0]
-            ids = torch.tensor([fed + drafts], device=device)
-            pos = torch.arange(start, start + ids.shape[1], device=device)[None]
-            logits = model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True,
-                           logits_to_keep=len(drafts) + 1).logits
-            forwards += 1
-            chosen = logits[0].argmax(-1).tolist()  # the model's token after the last fed token and each draft
-            kept = 0
-            while kept < len(drafts) and drafts[kept] == chosen[kept] and drafts[kept] != eos:
-                kept += 1
-            out += drafts[:kept] + [chosen[kept]]
-            if kept < len(drafts):  # the cache holds the rejected drafts: forget them
-                cache.crop(-(len(drafts) - kept))
-            fed = [out[-1]]
-    table.count(len(out), forwards)
-    return out
+        return decode_with_drafts(forward, lambda n: cache.crop(-n), prompt, max_new_tokens, eos, table, k)

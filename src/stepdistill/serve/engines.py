@@ -15,7 +15,8 @@ whose ``generate`` (greedy continuations of token-id prompts) runs elsewhere.
   (so the piece-by-piece tokenization of training is kept); the prompts of a micro-batch decode together as
   parallel sequences of one context with continuous batching (``serve/llamacpp.py``): requests join the
   decoding loop at its next step; labels are always generated.
-- ``onnx``: the label-only ONNX graph of ``export --onnx`` via onnxruntime (with its KV cache).
+- ``onnx``: the label-only ONNX graph of ``export --onnx`` via onnxruntime (with its KV cache; a lone prompt
+  checks drafted tokens too).
 """
 
 from __future__ import annotations
@@ -98,10 +99,11 @@ def _llamacpp(path: str | Path, threads: int | None = None) -> Student:
 class OnnxStudent(GeneratingOnly):
     engine = "onnx"
 
-    def __init__(self, export_dir: Path, meta: dict, threads: int | None = None):
+    def __init__(self, export_dir: Path, meta: dict, threads: int | None = None, drafts: bool = True):
         from stepdistill.serve.onnx import OnnxLabeler
 
-        self.labeler = OnnxLabeler(export_dir, threads=threads)
+        self.labeler = OnnxLabeler(export_dir, threads=threads, drafts=drafts)
+        self.drafts = self.labeler.drafts  # serve's /info and /health show them
         super().__init__(None, self.labeler.tokenizer, meta)
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
@@ -112,12 +114,12 @@ class OnnxStudent(GeneratingOnly):
         return out
 
 
-def _onnx(path: str | Path, threads: int | None = None) -> Student:
+def _onnx(path: str | Path, threads: int | None = None, drafts: bool = True) -> Student:
     from stepdistill.student.predict import find_model_dir
 
     model_dir = find_model_dir(path)
     meta, _ = _meta_and_tokenizer(model_dir)
-    return OnnxStudent(model_dir, meta, threads=threads)
+    return OnnxStudent(model_dir, meta, threads=threads, drafts=drafts)
 
 
 def greedy_causal(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,

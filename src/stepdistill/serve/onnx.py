@@ -20,10 +20,12 @@ import warnings
 from pathlib import Path
 
 from stepdistill.errors import StepdistillError
+from stepdistill.serve.drafts import K, DraftTable, decode_with_drafts
 
 ONNX_PIP = "pip install onnx onnxruntime"
 ONNX_FILE = "model.onnx"
 INPUTS = ["input_ids", "attention_mask", "position_ids"]
+CHECKED = K + 1  # positions of `next_tokens`: the last fed token's and up to K drafts' greedy next tokens
 
 
 def _require(*modules: str) -> None:
@@ -49,9 +51,10 @@ def _with_past(model, layers: int):
             for i in range(layers):
                 cache.update(past[2 * i], past[2 * i + 1], i)
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          past_key_values=cache, use_cache=True, logits_to_keep=1)
+                          past_key_values=cache, use_cache=True, logits_to_keep=CHECKED)
             kv = out.past_key_values
-            return (out.logits[:, -1, :], *[t for layer in kv.layers for t in (layer.keys, layer.values)])
+            return (out.logits[:, -1, :], out.logits.argmax(-1),
+                    *[t for layer in kv.layers for t in (layer.keys, layer.values)])
 
     return WithPast(model)
 
@@ -78,11 +81,11 @@ def export_onnx(model, family: str, out_dir: Path, opset: int = 17) -> Path:
         past = [t for layer in probe.past_key_values.layers for t in (layer.keys, layer.values)]
         layers = len(past) // 2
         past_names = [f"past.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
-        out_names = ["logits"] + [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+        out_names = ["logits", "next_tokens"] + [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
         dynamic = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "past+length"},
                    "position_ids": {0: "batch", 1: "length"}, "logits": {0: "batch"},
-                   **{n: {0: "batch", 2: "past"} for n in past_names},
-                   **{n: {0: "batch", 2: "past+length"} for n in out_names[1:]}}
+                   "next_tokens": {0: "batch", 1: "checked"}, **{n: {0: "batch", 2: "past"} for n in past_names},
+                   **{n: {0: "batch", 2: "past+length"} for n in out_names[2:]}}
         module = _with_past(model, layers)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about constants that are constant here
@@ -112,7 +115,7 @@ def check_parity(model, path: Path, inputs, atol: float = 1e-3) -> float:
                                                    pos[:, :cut].numpy()])), **empty_past(session, len(ids))})
     names = [i.name for i in session.get_inputs()][3:]
     got = session.run(["logits"], {**dict(zip(INPUTS, [ids[:, cut:].numpy(), mask.numpy(), pos[:, cut:].numpy()])),
-                                   **dict(zip(names, first[1:]))})[0]
+                                   **dict(zip(names, first[2:]))})[0]
     diff = float(np.abs(got - ref).max())
     if not diff <= atol:
         raise StepdistillError(f"the ONNX graph {path} disagrees with PyTorch (max |logit diff| {diff:.2e} > "
@@ -132,7 +135,7 @@ def empty_past(session, batch: int) -> dict:
 class OnnxLabeler:
     """Label-only greedy prediction with onnxruntime on an exported directory (see module docstring)."""
 
-    def __init__(self, export_dir: str | Path, threads: int | None = None):
+    def __init__(self, export_dir: str | Path, threads: int | None = None, drafts: bool = True):
         _require("onnxruntime")
         import onnxruntime as ort
         from transformers import AutoTokenizer
@@ -154,6 +157,9 @@ class OnnxLabeler:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.past_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past.")]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        # a lone prompt checks drafted tokens a forward (serve/drafts.py), where the graph gives their greedy tokens
+        self.drafts = DraftTable() if drafts and self.past_names and "next_tokens" in self.outputs else None
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -186,15 +192,20 @@ class OnnxLabeler:
 
         if not self.past_names:
             return self._generate_rereading(prompts, max_new_tokens)
+        if self.drafts is not None and len(prompts) == 1:
+            return [self._drafted(prompts[0], max_new_tokens)]
         eos = self.tokenizer.eos_token_id
         ids, mask, pos = self._padded(prompts)
         feed = {**dict(zip(INPUTS, (ids, mask, pos))), **empty_past(self.session, len(prompts))}
         new: list[list[int]] = [[] for _ in prompts]
         live = np.arange(len(prompts))
         for step in range(max_new_tokens):
-            logits, *present = self.session.run(None, feed)
-            nxt = logits.argmax(-1)
+            outs = dict(zip(self.outputs, self.session.run(None, feed)))
+            nxt = outs["logits"].argmax(-1)
             keep = nxt != eos
+            if self.drafts is not None:  # the draft table learns every answer, its eos included
+                for i in live[~keep].tolist():
+                    self.drafts.learn(new[i] + [eos])
             live, nxt = live[keep], nxt[keep]
             for i, tok in zip(live.tolist(), nxt.tolist()):
                 new[i].append(tok)
@@ -203,8 +214,36 @@ class OnnxLabeler:
             mask = np.concatenate([mask[keep], np.ones((len(live), 1), dtype=np.int64)], axis=1)
             pos = pos[keep][:, -1:] + 1
             feed = {"input_ids": nxt[:, None].astype(np.int64), "attention_mask": mask, "position_ids": pos,
-                    **{name: t[keep] for name, t in zip(self.past_names, present)}}
+                    **{name: outs["present" + name[4:]][keep] for name in self.past_names}}
+        if self.drafts is not None:
+            for i in live.tolist():  # stopped by max_new_tokens
+                self.drafts.learn(new[i])
         return new
+
+    def _drafted(self, prompt: list[int], max_new_tokens: int) -> list[int]:
+        """One prompt's greedy tokens, up to ``K`` drafted ones checked a forward (``decode_with_drafts``)."""
+        import numpy as np
+
+        past = empty_past(self.session, 1)
+
+        def forward(fed: list[int], drafts: list[int], start: int) -> list[int]:
+            nonlocal past
+            end = start + len(fed) + len(drafts)
+            feed = {"input_ids": np.array([fed + drafts], dtype=np.int64),
+                    "attention_mask": np.ones((1, end), dtype=np.int64),
+                    "position_ids": np.arange(start, end, dtype=np.int64)[None], **past}
+            outs = dict(zip(self.outputs, self.session.run(None, feed)))
+            past = {name: outs["present" + name[4:]] for name in self.past_names}
+            return outs["next_tokens"][0, -(len(drafts) + 1):].tolist()
+
+        def forget(n: int) -> None:
+            nonlocal past
+            past = {name: t[:, :, :-n] for name, t in past.items()}
+
+        eos = self.tokenizer.eos_token_id
+        tokens = decode_with_drafts(forward, forget, prompt, max_new_tokens, eos, self.drafts)
+        self.drafts.learn(tokens)
+        return tokens[:-1] if tokens and tokens[-1] == eos else tokens
 
     def _generate_rereading(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
         """``generate`` for a graph exported before the KV cache: each token re-reads its whole sequence."""

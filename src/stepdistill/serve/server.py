@@ -341,10 +341,11 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, settings: ServeS
     if settings.problems():
         raise StepdistillError("; ".join(settings.problems()))
     api_key = api_key_from(api_key)
-    options = {"precision": precision, "drafts": drafts} if engine == "torch" else {}
-    if (precision != "auto" or not drafts) and not options:
-        raise StepdistillError(f"--precision and --no-drafts apply to the torch engine; the {engine} engine runs "
-                               "its file as is")
+    options = {"precision": precision, "drafts": drafts} if engine == "torch" else \
+        {"drafts": drafts} if engine == "onnx" else {}
+    if precision != "auto" and engine != "torch" or not drafts and not options:
+        raise StepdistillError(f"--precision applies to the torch engine and --no-drafts to the torch and onnx "
+                               f"engines; the {engine} engine runs its file as is")
     student = load_engine(engine, path, threads=threads, **options)
     info_dir = Path(path).parent if str(path).endswith(".gguf") else path
     app = create_app(student, settings, info=run_info(info_dir).summary(), api_key=api_key, model_name=model_name)
