@@ -134,14 +134,16 @@ def greedy_with_drafts(model, prompt: list[int], max_new_tokens: int, eos: int, 
     import torch
     from transformers import DynamicCache
 
+    from stepdistill.student.models import cache_kwargs
+
     device = next(model.parameters()).device
     cache = DynamicCache()
+    arg = cache_kwargs(model, cache)
 
     def forward(fed: list[int], drafts: list[int], start: int) -> list[int]:
         ids = torch.tensor([fed + drafts], device=device)
         pos = torch.arange(start, start + ids.shape[1], device=device)[None]
-        logits = model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True,
-                       logits_to_keep=len(drafts) + 1).logits
+        logits = model(input_ids=ids, position_ids=pos, **arg, use_cache=True, logits_to_keep=len(drafts) + 1).logits
         return logits[0].argmax(-1).tolist()
 
     with torch.inference_mode():

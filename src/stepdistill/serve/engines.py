@@ -129,6 +129,7 @@ def greedy_causal(model, tokenizer, prompts: list[list[int]], max_new_tokens: in
     step through the KV cache, stopping when every row has written eos. ``learn`` gets each row's tokens."""
     from transformers import DynamicCache
 
+    from stepdistill.student.models import cache_kwargs
     from stepdistill.student.predict import padded_batches
 
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
@@ -138,8 +139,8 @@ def greedy_causal(model, tokenizer, prompts: list[list[int]], max_new_tokens: in
         for idx, ids, mask in padded_batches(prompts, batch_size, pad, left=True):
             ids, mask = ids.to(device), mask.to(device)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            cache = DynamicCache()  # filled in place by each forward
-            step = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+            cache = cache_kwargs(model, DynamicCache())  # filled in place by each forward
+            step = model(input_ids=ids, attention_mask=mask, position_ids=pos, **cache, use_cache=True,
                          logits_to_keep=1)
             written, done = [], torch.zeros(len(idx), dtype=torch.bool, device=device)
             for n in range(max_new_tokens):
@@ -150,8 +151,7 @@ def greedy_causal(model, tokenizer, prompts: list[list[int]], max_new_tokens: in
                     break
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
                 pos = pos[:, -1:] + 1
-                step = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, cache=cache,
-                             use_cache=True)
+                step = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, **cache, use_cache=True)
             tokens = torch.stack(written, 1).tolist() if written else [[] for _ in idx]
             for row, i in enumerate(idx):
                 out[i] = decode_until_eos(tokenizer, tokens[row])

