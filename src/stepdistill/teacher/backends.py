@@ -178,6 +178,7 @@ class TransformersTeacher:
         tok = self.tokenizer
         texts = [self._render(j.prompt) for j in jobs]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: enc[k] for k in ("input_ids", "attention_mask")}  # not token_type_ids: 4.x generate refuses them
         t0 = time.monotonic()
         kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "pad_token_id": tok.pad_token_id,
                                   "stop_strings": list(self.stop), "tokenizer": tok}
