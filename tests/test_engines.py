@@ -55,8 +55,13 @@ def test_onnx_engine_gives_the_torch_labels(tmp_path):
     model_dir = lively_model_dir(tmp_path)
     out = export(model_dir, tmp_path / "out", onnx=True)
     engine = load_engine("onnx", out.out)
-    want = Student.load(model_dir).predict(TEXTS)
-    assert engine.predict(TEXTS, batch_size=2) == want
+    student = Student.load(model_dir)
+    assert engine.predict(TEXTS, batch_size=2) == student.predict(TEXTS)
+    # rationales too (explain): through the KV cache they cost a position a token like the label's
+    assert engine.predict(TEXTS[:3], explain=True, batch_size=1) == student.predict(TEXTS[:3], explain=True)
+    single = lively_model_dir(tmp_path / "single", method="single_task")  # its answer follows its rationale
+    engine = load_engine("onnx", export(single, tmp_path / "single_out", onnx=True).out)
+    assert engine.predict(TEXTS[:3], batch_size=1) == Student.load(single).predict(TEXTS[:3])
     with pytest.raises(StepdistillError, match="cannot score"):
         engine.predict(TEXTS, scoring="score")
 

@@ -40,7 +40,7 @@ def add_arguments(p):
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health (default: "
                    "$STEPDISTILL_API_KEY; prefer the variable: a flag shows in the process list)")
     p.add_argument("--engine", default="torch", help="what runs the model: torch (default), llamacpp (a GGUF "
-                   "from `stepdistill export --gguf`), onnx (an export with --onnx; label-only)")
+                   "from `stepdistill export --gguf`), onnx (an export with --onnx)")
     p.add_argument("--precision", default="auto",
                    choices=("auto", "float32", "bfloat16", "float16", "float16-decode"),
                    help="torch engine (default auto: bfloat16 where the CPU/GPU has bf16 units, else float32; "

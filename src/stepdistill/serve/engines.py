@@ -15,7 +15,7 @@ whose ``generate`` (greedy continuations of token-id prompts) runs elsewhere.
   (so the piece-by-piece tokenization of training is kept); the prompts of a micro-batch decode together as
   parallel sequences of one context with continuous batching (``serve/llamacpp.py``): requests join the
   decoding loop at its next step; labels are always generated.
-- ``onnx``: the label-only ONNX graph of ``export --onnx`` via onnxruntime (with its KV cache; a lone prompt
+- ``onnx``: the ONNX graph of ``export --onnx`` via onnxruntime (with its KV cache; a lone prompt
   checks drafted tokens too).
 """
 

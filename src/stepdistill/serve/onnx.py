@@ -1,4 +1,4 @@
-"""ONNX export of the label-only path of a causal student, and greedy decoding with onnxruntime.
+"""ONNX export of a causal student's greedy decoding (labels; rationales on request), and decoding with onnxruntime.
 
     stepdistill export runs/tiny-causal-svamp-dsbs-s0 exported/tiny --onnx
     python -c "from stepdistill.serve.onnx import OnnxLabeler; print(OnnxLabeler('exported/tiny').predict(['...']))"
@@ -147,7 +147,8 @@ def empty_past(session, batch: int) -> dict:
 
 
 class OnnxLabeler:
-    """Label-only greedy prediction with onnxruntime on an exported directory (see module docstring)."""
+    """Greedy decoding with onnxruntime on an exported directory (see module docstring): ``generate`` for any
+    prompts (the engine's labels and rationales), ``predict`` for the label path."""
 
     def __init__(self, export_dir: str | Path, threads: int | None = None, drafts: bool = True):
         _require("onnxruntime")
@@ -159,9 +160,6 @@ class OnnxLabeler:
         if not path.is_file():
             raise StepdistillError(f"{path} is missing; export with `stepdistill export RUN OUT --onnx`")
         self.spec = json.loads((export_dir / "stepdistill_prompt.json").read_text())
-        if self.spec["method"] == "single_task":
-            raise StepdistillError("a single_task student answers after its rationale; the ONNX label-only path "
-                                   "does not cover it")
         if self.spec.get("label_scoring", "generate") != "generate":
             raise StepdistillError("this student picks labels by scoring candidates; the ONNX path generates them "
                                    "and would not match")
@@ -281,6 +279,9 @@ class OnnxLabeler:
 
     def predict(self, texts: list[str], max_new_tokens: int | None = None) -> list[str]:
         """The raw label text (first line of the greedy answer) per formatted input."""
+        if self.spec["method"] == "single_task":
+            raise StepdistillError("a single_task student answers after its rationale: serve it with `--engine "
+                                   "onnx`, which reads the answer after the rationale, rather than this label path")
         budget = max_new_tokens or self.spec["max_new_tokens"]
         out = self.generate([self.prompt(t) for t in texts], budget)
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip().split("\n")[0].strip() for t in out]
