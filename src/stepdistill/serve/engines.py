@@ -105,6 +105,8 @@ class OnnxStudent(GeneratingOnly):
         self.labeler = OnnxLabeler(export_dir, threads=threads, drafts=drafts)
         self.drafts = self.labeler.drafts  # serve's /info and /health show them
         super().__init__(None, self.labeler.tokenizer, meta)
+        if meta.get("label_scoring") == "score":
+            log.warning("this student picks labels by scoring; the onnx engine generates them (labels can differ)")
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
         out: list[str] = []

@@ -160,9 +160,6 @@ class OnnxLabeler:
         if not path.is_file():
             raise StepdistillError(f"{path} is missing; export with `stepdistill export RUN OUT --onnx`")
         self.spec = json.loads((export_dir / "stepdistill_prompt.json").read_text())
-        if self.spec.get("label_scoring", "generate") != "generate":
-            raise StepdistillError("this student picks labels by scoring candidates; the ONNX path generates them "
-                                   "and would not match")
         self.tokenizer = AutoTokenizer.from_pretrained(str(export_dir))
         options = ort.SessionOptions()
         if threads:
@@ -282,6 +279,9 @@ class OnnxLabeler:
         if self.spec["method"] == "single_task":
             raise StepdistillError("a single_task student answers after its rationale: serve it with `--engine "
                                    "onnx`, which reads the answer after the rationale, rather than this label path")
+        if self.spec.get("label_scoring", "generate") != "generate":
+            raise StepdistillError("this student picks labels by scoring candidates; the ONNX path generates them "
+                                   "and would not match")
         budget = max_new_tokens or self.spec["max_new_tokens"]
         out = self.generate([self.prompt(t) for t in texts], budget)
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip().split("\n")[0].strip() for t in out]
