@@ -5,6 +5,7 @@ tests/test_distill_integration.py."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -51,12 +52,15 @@ def test_config_problems_are_gathered_and_name_the_setting(tmp_path):
     raw = yaml.safe_load(path.read_text())
     raw["methods"] = ["dsbs", "magic"]
     raw["data"] = {"rationales": "x.jsonl"}
+    raw["export"] = {"gguf": "q4"}
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError) as err:
         distill.load(path)
     text = str(err.value)
     assert "unknown setting 'teacher.colour'" in text and "data.rationales: set by distill" in text
+    assert "export.gguf: 'q4' is not one of f16, q8_0, f32" in text
     raw.pop("data")
+    raw.pop("export")
     raw["teacher"].pop("colour")
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError) as err:
@@ -118,6 +122,14 @@ def test_distill_runs_the_chain_resumes_and_keeps_to_the_budget(tmp_path, capsys
     model = AutoModelForCausalLM.from_pretrained(out_dir / "export")
     tok = AutoTokenizer.from_pretrained(out_dir / "export")
     assert model.config.vocab_size > 0 and tok("Review: x")["input_ids"]
+    # other export settings export again and redo nothing else (the teacher is not asked, no student retrains)
+    if importlib.util.find_spec("onnxruntime"):
+        trained = max(f.stat().st_mtime for f in (out_dir / "students").rglob("*"))
+        assert main(["distill", str(path), "--set", "teacher.max_cost=1", "--set", "export.onnx=true"]) == 0
+        assert (out_dir / "export" / "onnx" / "model.onnx").is_file()
+        assert "export settings changed" in capsys.readouterr().err
+        assert max(f.stat().st_mtime for f in (out_dir / "students").rglob("*")) == trained
+        assert json.loads((out_dir / "stage.json").read_text())["done"] == list(distill.STAGES)
     # another result-changing setting on the same folder is refused
     with pytest.raises(StepdistillError, match=r"other settings \(train.lr\)"):
         distill.run(distill.load(path, ["train.lr=0.1"]))

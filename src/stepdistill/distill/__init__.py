@@ -47,10 +47,13 @@ def read_stages(out: Path) -> list[str]:
 
 
 def mark_stage(out: Path, stage: str) -> None:
-    """Record ``stage`` as done: a temporary file renamed into place, so a kill leaves the old or the new list."""
+    """Record ``stage`` as done."""
     done = read_stages(out)
-    if stage not in done:
-        done.append(stage)
+    write_stages(out, done + [stage] if stage not in done else done)
+
+
+def write_stages(out: Path, done: list[str]) -> None:
+    """The stages done: a temporary file renamed into place, so a kill leaves the old or the new list."""
     tmp = out / "stage.json.tmp"
     tmp.write_text(json.dumps({"done": done, "updated": time.time()}, indent=1))
     os.replace(tmp, out / "stage.json")
@@ -60,16 +63,21 @@ def _begin(cfg: DistillConfig, log: Callable[[str], None]) -> list[str]:
     """Create OUT with distill.yaml, or check that a rerun uses the same settings; returns the stages done."""
     out = cfg.out()
     saved = out / "distill.yaml"
-    if saved.is_file():
-        diffs = changed_settings(yaml.safe_load(saved.read_text()) or {}, cfg)
+    before = yaml.safe_load(saved.read_text()) or {} if saved.is_file() else None
+    if before is not None:
+        diffs = changed_settings(before, cfg)
         if diffs:
             raise StepdistillError(f"{out} holds a distill run with other settings ({', '.join(diffs)}); use "
                                    "another output_dir, or delete the folder to start over")
     out.mkdir(parents=True, exist_ok=True)
+    done = read_stages(out)
+    if before is not None and (before.get("export") or {}) != (cfg.raw.get("export") or {}) and "export" in done:
+        done.remove("export")  # other export settings: export again, nothing else (before the new settings are saved)
+        write_stages(out, done)
+        log(f"export settings changed: exporting {out} again")
     tmp = out / "distill.yaml.tmp"
     tmp.write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
     os.replace(tmp, saved)
-    done = read_stages(out)
     if done:
         log(f"resuming {out}: done already: {', '.join(done)}")
     return done

@@ -13,7 +13,7 @@
       max_cost: 5.00                  # extraction stops before this could be passed
     student: {name: smollm2-135m}     # the sections of a run config (stepdistill train): student, data, train, eval
     methods: [dsbs, standard]         # names, or mappings such as {name: dsbs, alpha: 0.3, id: dsbs-a03}
-    export: {dir: null, onnx: false}  # dir: default <output_dir>/export
+    export: {dir: null, onnx: false, gguf: null}  # dir: default <output_dir>/export; gguf: f16, q8_0 or f32
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 
 from stepdistill.config import RunConfig, _coerce, apply_overrides, from_dict, read_yaml_mapping
 from stepdistill.errors import ConfigError
+from stepdistill.serve.gguf_export import QUANTS
 from stepdistill.teacher.backends import TeacherSettings
 
 DEFAULT_METHODS = ("dsbs", "standard")
@@ -37,7 +38,7 @@ TEACHER_EXTRAS = {"samples": int, "filter": str, "price_in": float | None, "pric
 RESUMABLE_CHANGES = {"teacher.max_cost", "teacher.price_in", "teacher.price_out", "teacher.concurrency",
                      "teacher.base_url", "teacher.api_key_env",
                      "teacher.timeout", "teacher.max_retries", "teacher.retry_base", "teacher.retry_max",
-                     "teacher.batch_size", "export.onnx", "export.dir", "train.num_threads",
+                     "teacher.batch_size", "export.onnx", "export.gguf", "export.dir", "train.num_threads",
                      "train.checkpoint_every", "train.keep_checkpoint", "train.compile"}
 
 
@@ -69,6 +70,8 @@ class DistillConfig:
     """Where the chosen student is exported (default <output_dir>/export)."""
     export_onnx: bool = False
     """Also write an ONNX graph with the export."""
+    export_gguf: str | None = None
+    """Also write a GGUF file for llama.cpp / Ollama with the export, in this quantisation (f16, q8_0, f32)."""
     raw: dict = field(default_factory=dict, repr=False)
     """The config as read (resolved paths), saved as distill.yaml to compare on resume."""
 
@@ -131,7 +134,8 @@ def build(raw: dict, base: Path) -> DistillConfig:
     """Validate ``raw`` (a parsed YAML) and gather every problem into one :class:`ConfigError`."""
     problems: list[str] = []
     known = {f.name for f in fields(DistillConfig)} - {"run", "raw", "samples", "filter", "price_in", "price_out",
-                                                        "max_cost", "teacher_id", "export_dir", "export_onnx"}
+                                                        "max_cost", "teacher_id", "export_dir", "export_onnx",
+                                                        "export_gguf"}
     known |= {*RUN_SECTIONS, "export"}
     for key in sorted(set(raw) - known):
         problems.append(f"unknown setting '{key}' (known: {', '.join(sorted(known))})")
@@ -144,9 +148,11 @@ def build(raw: dict, base: Path) -> DistillConfig:
     settings, extras = _teacher(raw.get("teacher", {}), problems)
     methods = _methods(raw.get("methods"), problems)
     export = raw.get("export") or {}
-    if not isinstance(export, dict) or set(export) - {"dir", "onnx"}:
-        problems.append("export: a mapping with dir and onnx")
+    if not isinstance(export, dict) or set(export) - {"dir", "onnx", "gguf"}:
+        problems.append("export: a mapping with dir, onnx and gguf")
         export = {}
+    if export.get("gguf") not in (None, *QUANTS):
+        problems.append(f"export.gguf: {export['gguf']!r} is not one of {', '.join(QUANTS)} (or null for none)")
     run = {k: raw[k] for k in RUN_SECTIONS if k in raw}
     for k, v in run.items():
         if not isinstance(v, dict):
@@ -158,6 +164,7 @@ def build(raw: dict, base: Path) -> DistillConfig:
         raise ConfigError(problems)
     cfg = DistillConfig(output_dir=str(raw["output_dir"]), task=task, teacher=settings, methods=methods, run=run,
                         export_dir=export.get("dir"), export_onnx=bool(export.get("onnx", False)),
+                        export_gguf=export.get("gguf"),
                         raw={**raw, "task": task}, **extras)
     for m in methods:  # every student config is valid before anything runs
         cfg.run_config(m)

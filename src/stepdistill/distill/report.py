@@ -241,6 +241,6 @@ def export_best(cfg: DistillConfig, root: Path, overrides: dict, log) -> Path:
     method = next(m for m in cfg.methods if m["id"] == report["chosen"])
     run_dir = cfg.run_config(method, root, **overrides).run_dir()
     out = Path(cfg.export_dir) if cfg.export_dir and root == cfg.out() else root / "export"
-    result = export(run_dir, out, overwrite=True, onnx=cfg.export_onnx)
+    result = export(run_dir, out, overwrite=True, onnx=cfg.export_onnx, gguf=cfg.export_gguf)
     log(f"exported {report['chosen']} ({run_dir}) to {result.out}")
     return result.out
