@@ -120,7 +120,8 @@ def teacher_correct(task, test, root: Path) -> dict[str, bool]:
     """Per test row, whether the teacher's vote was right, as its report's ``accuracy_vote`` counts it (a row it
     never answered is wrong)."""
     path = root / "teacher" / "test" / "rationales.jsonl"
-    rows = {str(r["id"]): r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r}
+    rows = {str(r["id"]): r for r in (json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()
+                                      if x.strip())}
     return {str(ex.id): bool(str(ex.id) in rows and task.answer.correct(rows[str(ex.id)].get("vote"), ex.label,
                                                                         ex.row)) for ex in test}
 
@@ -147,20 +148,17 @@ def comparisons(students: dict, correct: dict[str, dict[str, bool]], teacher: di
 
 def write(cfg: DistillConfig, root: Path, overrides: dict) -> dict:
     """Write ``root/report.json`` and ``root/report.md``; returns the report."""
-    from stepdistill.tasks import get_task
+    from stepdistill.evaluate import correct_by_id
+    from stepdistill.tasks import get_task, load_splits
 
     task = get_task(cfg.task)
     students = _students(cfg, root, overrides)
-    from stepdistill.tasks import load_splits
-
     run_cfg = cfg.run_config(cfg.methods[0], root, **overrides)
     d = run_cfg.data
     source = getattr(task, "source", None)  # custom tasks record skipped rows and carved splits while reading
     splits = load_splits(task, d.data_dir, train_size=d.train_size, valid_size=d.valid_size, test_size=d.test_size,
                          seed=run_cfg.train.seed, valid_fraction=d.valid_fraction)
     info = splits.info
-    from stepdistill.evaluate import correct_by_id
-
     correct = {k: correct_by_id(Path(s["run_dir"]) / "predictions.jsonl") for k, s in students.items()}
     report = {
         "task": task.name, "task_spec": cfg.task, "teacher": _teacher(cfg, root), "students": students,
