@@ -47,8 +47,8 @@ def add_arguments(p):
                    "float16-decode: float32 math with a float16 copy of the weights for decoding steps, without "
                    "drafts)")
     p.add_argument("--no-drafts", dest="drafts", action="store_false",
-                   help="torch and onnx engines: decode one token per forward (default: a lone request checks up to 4 tokens "
-                   "a forward, drafted from the answers given so far; the same tokens either way)")
+                   help="torch and onnx engines: decode one token per forward (default: a lone request checks up to "
+                   "4 tokens a forward, drafted from the answers given so far; the same tokens either way)")
     p.add_argument("--model-name", help="model id on /v1/models (default: TASK-METHOD-student)")
     p.add_argument("--threads", type=int, help="CPU threads of the engine (1 is often fastest for small students on a "
                    "busy or small CPU)")

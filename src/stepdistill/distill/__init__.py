@@ -63,7 +63,7 @@ def _begin(cfg: DistillConfig, log: Callable[[str], None]) -> list[str]:
     """Create OUT with distill.yaml, or check that a rerun uses the same settings; returns the stages done."""
     out = cfg.out()
     saved = out / "distill.yaml"
-    before = yaml.safe_load(saved.read_text()) or {} if saved.is_file() else None
+    before = (yaml.safe_load(saved.read_text()) or {}) if saved.is_file() else None
     if before is not None:
         diffs = changed_settings(before, cfg)
         if diffs:

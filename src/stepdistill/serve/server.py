@@ -341,9 +341,8 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, settings: ServeS
     if settings.problems():
         raise StepdistillError("; ".join(settings.problems()))
     api_key = api_key_from(api_key)
-    options = {"precision": precision, "drafts": drafts} if engine == "torch" else \
-        {"drafts": drafts} if engine == "onnx" else {}
-    if precision != "auto" and engine != "torch" or not drafts and not options:
+    options = {"torch": {"precision": precision, "drafts": drafts}, "onnx": {"drafts": drafts}}.get(engine, {})
+    if (precision != "auto" and "precision" not in options) or (not drafts and "drafts" not in options):
         raise StepdistillError(f"--precision applies to the torch engine and --no-drafts to the torch and onnx "
                                f"engines; the {engine} engine runs its file as is")
     student = load_engine(engine, path, threads=threads, **options)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -16,13 +17,19 @@ from typing import Callable
 from stepdistill.errors import StepdistillError
 from stepdistill.registry import Registry
 
+
 def cache_kwargs(model, cache) -> dict:
     """``model``'s KV-cache argument by the name the installed transformers gives it: ``cache`` in recent 5.x
-    releases, ``past_key_values`` before (4.x ignores an unknown ``cache=``, and decoding then goes silently wrong)."""
+    releases, ``past_key_values`` before (4.x ignores an unknown ``cache=``, and decoding then goes silently
+    wrong)."""
+    return {_cache_argument(type(model)): cache}
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_argument(cls) -> str:
     import inspect
 
-    params = inspect.signature(type(model).forward).parameters
-    return {"cache" if "cache" in params else "past_key_values": cache}
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def cache_tensors(out) -> list:

@@ -22,7 +22,8 @@ def write_report(spec, records: list[dict], known: list[dict], out: Path, stem: 
     ``<stem>_*.png`` when given), ``extra`` markdown lines at the end; returns the summary."""
     result = analyse(records, spec.baseline, spec.same_settings, known, spec.teacher, spec.compare)
     prefix = f"{stem}_" if stem else ""
-    plots = plot_sizes(result, out, prefix) + plot_students(result, out, prefix) + plot_differences(result, out, prefix)
+    plots = [*plot_sizes(result, out, prefix), *plot_students(result, out, prefix),
+             *plot_differences(result, out, prefix)]
     summary = {"study": spec.name, "spec": str(spec.path), "description": spec.description,
                "grid": {"methods": spec.methods, "baseline": spec.baseline, "compare": spec.compare,
                         "train_sizes": spec.train_sizes,
@@ -169,11 +170,9 @@ def plot_differences(result: dict, out: Path, prefix: str = "") -> list[str]:
 
     plt = _pyplot()
     rows = []  # (label, diff, lo, hi)
-    lines = by_line(result["groups"])
-    titles = [group_title(gs[-1]) for gs in lines.values()]
-    for title, gs in zip(titles, lines.values()):
-        g = gs[-1]
-        where = "" if len(lines) == 1 else f"{title}{overrides_apart(g, [x[-1] for x in lines.values()])}: "
+    tops = [gs[-1] for gs in by_line(result["groups"]).values()]  # each task and student's most rows
+    for g in tops:
+        where = "" if len(tops) == 1 else f"{group_title(g)}{overrides_apart(g, tops)}: "
         for arm, t in g["tuned"].items():
             for vs, ref in [(t.get("vs_baseline"), result["baseline"]), (t.get("vs_reference"), None)]:
                 if vs and vs.get("bootstrap"):

@@ -51,10 +51,17 @@ def shared_seeds(vs: dict, *arms: dict) -> str:
     return "" if all(a["seeds"] == vs["seeds"] for a in arms) else f" (Δ on the shared seeds {vs['seeds']})"
 
 
-def rationales_vs_plain(groups: list[dict], baseline: str) -> dict | None:
-    """Every arm against the baseline on the largest training set, each at its tuned setting."""
+def gap_sentence(g: dict, arm: str, t: dict, other: str, o: dict, vs: dict) -> str:
+    """``On 720 rows of svamp (smollm2-135m), A scores x% against B's y% at their tuned settings: ...``."""
     from stepdistill.study.analysis import verdict
 
+    return (f"On {rows_text(g)} of {g['task']} ({g['student']}), {arm} scores {pct(t['test_mean'])}% against "
+            f"{other}'s {pct(o['test_mean'])}% at their tuned settings{shared_seeds(vs, t, o)}: {interval_text(vs)}"
+            + ("." if vs.get("predictions_missing") else f" — {verdict(vs)}."))
+
+
+def rationales_vs_plain(groups: list[dict], baseline: str) -> dict | None:
+    """Every arm against the baseline on the largest training set, each at its tuned setting."""
     sentences, evidence = [], []
     for (task, student, _), gs in by_line(groups).items():
         g = gs[-1]
@@ -63,10 +70,7 @@ def rationales_vs_plain(groups: list[dict], baseline: str) -> dict | None:
             if arm == baseline or not base or "vs_baseline" not in t:
                 continue
             vs = t["vs_baseline"]
-            sentences.append(f"On {rows_text(g)} of {task} ({student}), {arm} scores {pct(t['test_mean'])}% against "
-                             f"{baseline}'s {pct(base['test_mean'])}% at their tuned settings"
-                             f"{shared_seeds(vs, t, base)}: {interval_text(vs)}"
-                             + ("." if vs.get("predictions_missing") else f" — {verdict(vs)}."))
+            sentences.append(gap_sentence(g, arm, t, baseline, base, vs))
             evidence.append({"task": task, "student": student, "train_size": g["train_size"], "arm": arm, **vs})
     if not sentences:
         return None
@@ -76,19 +80,13 @@ def rationales_vs_plain(groups: list[dict], baseline: str) -> dict | None:
 def variants_vs_reference(groups: list[dict]) -> dict | None:
     """Every variant (an arm the spec's ``compare`` sets against another arm) against that arm on the largest
     training set, each at its tuned setting."""
-    from stepdistill.study.analysis import verdict
-
     sentences, evidence = [], []
     for (task, student, _), gs in by_line(groups).items():
         g = gs[-1]
         for arm, t in g["tuned"].items():
             if not (vs := t.get("vs_reference")):
                 continue
-            ref = g["tuned"][vs["arm"]]
-            sentences.append(f"On {rows_text(g)} of {task} ({student}), {arm} scores {pct(t['test_mean'])}% against "
-                             f"{vs['arm']}'s {pct(ref['test_mean'])}% at their tuned settings"
-                             f"{shared_seeds(vs, t, ref)}: {interval_text(vs)}"
-                             + ("." if vs.get("predictions_missing") else f" — {verdict(vs)}."))
+            sentences.append(gap_sentence(g, arm, t, vs["arm"], g["tuned"][vs["arm"]], vs))
             evidence.append({"task": task, "student": student, "train_size": g["train_size"], "arm": arm,
                              "reference": vs["arm"], **{k: v for k, v in vs.items() if k != "arm"}})
     if not sentences:
